@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from typing import Protocol
 
-Clock = Callable[[], float]
+
+class Clock(Protocol):
+    def __call__(self) -> float:
+        """Seconds since the epoch, as `time.time()`."""
+        ...
 
 
 def system_clock() -> float:

@@ -35,7 +35,7 @@ class ErrorCode(enum.StrEnum):
         return _STATUS[self]
 
     @property
-    def title(self) -> str:
+    def problem_title(self) -> str:
         return _TITLES[self]
 
 

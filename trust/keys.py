@@ -62,6 +62,7 @@ def public_jwk(key: PublicKey) -> dict[str, str]:
 def thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url): the `kid` of every key in the alliance."""
     kty = jwk.get("kty")
+    members: tuple[str, ...]
     if kty == "OKP":
         members = ("crv", "kty", "x")
     elif kty == "EC":
@@ -71,7 +72,8 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     try:
         required = {name: str(jwk[name]) for name in members}
     except KeyError as exc:
-        raise VerificationError(f"JWK lacks member {exc.args[0]!r}", code=ErrorCode.MALFORMED) from None
+        raise VerificationError(f"JWK lacks member {exc.args[0]!r}",
+                                code=ErrorCode.MALFORMED) from None
     canonical = json.dumps(required, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
     return sha256_b64url(canonical.encode("ascii"))
 

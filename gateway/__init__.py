@@ -1,0 +1,1 @@
+"""The tongban gateway: one aiohttp node per member city."""

@@ -1,0 +1,157 @@
+"""The aiohttp application factory: wiring only, no decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from gateway import appkeys as K
+from gateway.config import GatewayConfig
+from gateway.db.engine import create_schema, make_engine
+from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
+from gateway.federation.inbox import Inbox, InboxSettings
+from gateway.federation.messages import HandlerRegistry, default_handlers
+from gateway.federation.outbox import DeliveryContext, Dispatcher
+from gateway.federation.registry_updates import RegistryUpdatedHandler
+from gateway.http import federation, registry
+from gateway.http.problems import problem_middleware
+from gateway.keystore import KeyStore, Signer
+from gateway.registry_client import (
+    HttpRegistrySource,
+    RegistryHolder,
+    RegistrySource,
+    RepoRegistrySource,
+)
+from trust.anchor import load_anchor
+from trust.clock import Clock, system_clock
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
+               handlers: HandlerRegistry | None = None,
+               registry_source: RegistrySource | None = None) -> web.Application:
+    """Build a gateway; resources open in `cleanup_ctx` order and close in reverse."""
+    app = web.Application(middlewares=[problem_middleware],
+                          client_max_size=config.federation.max_message_bytes)
+    app[K.CONFIG] = config
+    app[K.CLOCK] = clock
+    keys = KeyStore(config.keys.dir, config.key_passphrase())
+    keys.load()
+    app[K.KEYS] = keys
+    app[K.SIGNER] = Signer(config.member_id, keys)
+    app[K.HANDLERS] = handlers if handlers is not None else default_handlers()
+    anchor = load_anchor(config.trust.anchor)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = make_engine(config.database.url)
+        await create_schema(engine)
+        app[K.ENGINE] = engine
+        app[K.REGISTRY_REPO] = RegistryRepo(engine)
+        app[K.OUTBOX_REPO] = OutboxRepo(engine)
+        yield
+        await engine.dispose()
+
+    async def http_client(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
+            headers={"User-Agent": "tongban/0.1"})
+        app[K.HTTP_CLIENT] = session
+        yield
+        await session.close()
+
+    async def trust_registry(app: web.Application) -> AsyncIterator[None]:
+        source = registry_source
+        if source is None:
+            source = (RepoRegistrySource(app[K.REGISTRY_REPO]) if config.is_operator else
+                      HttpRegistrySource(app[K.HTTP_CLIENT], config.registry_url(),
+                                         config.registry.fetch_timeout))
+        holder = RegistryHolder(anchor=anchor, repo=app[K.REGISTRY_REPO], source=source,
+                                clock=clock,
+                                min_refresh_interval=config.registry.refresh_min_interval)
+        await holder.load()
+        await holder.refresh()
+        app[K.HOLDER] = holder
+        app[K.HANDLERS].register("registry.updated", RegistryUpdatedHandler(holder))
+        interval = (min(config.registry.poll_interval, config.delivery.poll_interval)
+                    if config.is_operator else config.registry.poll_interval)
+        task = asyncio.create_task(holder.poll_forever(interval), name="registry-poll")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def messaging(app: web.Application) -> AsyncIterator[None]:
+        engine = app[K.ENGINE]
+        ctx = DeliveryContext(
+            member_id=config.member_id, repo=app[K.OUTBOX_REPO],
+            destinations=DestinationRepo(engine), holder=app[K.HOLDER], signer=app[K.SIGNER],
+            session=app[K.HTTP_CLIENT], settings=config.delivery,
+            message_ttl=config.federation.message_ttl,
+            development_mode=config.federation.development_mode,
+            endpoint_overrides={k: v.endpoint for k, v in config.peers.items() if v.endpoint},
+            clock=clock)
+        dispatcher = Dispatcher(ctx)
+        app[K.DISPATCHER] = dispatcher
+        pending: set[asyncio.Task[None]] = set()
+
+        def peer_seen(member_id: str) -> None:
+            task = asyncio.create_task(dispatcher.peer_seen(member_id))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        app[K.INBOX] = Inbox(
+            settings=InboxSettings(member_id=config.member_id,
+                                   max_skew=config.federation.max_skew),
+            holder=app[K.HOLDER], signer=app[K.SIGNER], engine=engine, repo=InboxRepo(),
+            handlers=app[K.HANDLERS], clock=clock, on_peer_seen=peer_seen)
+        task = asyncio.create_task(dispatcher.run(), name="outbox-dispatcher")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await dispatcher.close()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    app.cleanup_ctx.extend([database, http_client, trust_registry, messaging])
+    if config.is_operator:
+        app.cleanup_ctx.append(_operator_republisher(config, clock))
+    app.add_routes(federation.routes)
+    app.add_routes(registry.routes)
+    return app
+
+
+def _operator_republisher(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
+    """Keep the registry from expiring: republish when less than `republish_before` remains."""
+    from gateway.alliance import Alliance
+
+    async def republisher(app: web.Application) -> AsyncIterator[None]:
+        assert config.operator is not None
+        alliance = Alliance(config=config, engine=app[K.ENGINE], keys=app[K.KEYS], clock=clock)
+        margin = config.operator.republish_before
+
+        async def loop() -> None:
+            while True:
+                snapshot = app[K.HOLDER].current
+                if snapshot is not None and snapshot.exp - clock() < margin:
+                    try:
+                        published = await alliance.republish()
+                        log.info("registry republished as version %d", published.version)
+                        await app[K.HOLDER].refresh()
+                        app[K.DISPATCHER].notify()
+                    except Exception:
+                        log.exception("automatic registry republication failed")
+                await asyncio.sleep(min(60.0, max(1.0, margin / 10)))
+
+        task = asyncio.create_task(loop(), name="registry-republisher")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return republisher

@@ -1,0 +1,29 @@
+"""Typed application state (aiohttp `AppKey`s): each resource under its own key."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.config import GatewayConfig
+from gateway.db.repos import OutboxRepo, RegistryRepo
+from gateway.federation.inbox import Inbox
+from gateway.federation.messages import HandlerRegistry
+from gateway.federation.outbox import Dispatcher
+from gateway.keystore import KeyStore, Signer
+from gateway.registry_client import RegistryHolder
+from trust.clock import Clock
+
+CONFIG = web.AppKey("config", GatewayConfig)
+CLOCK = web.AppKey("clock", Clock)
+ENGINE = web.AppKey("engine", AsyncEngine)
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+KEYS = web.AppKey("keys", KeyStore)
+SIGNER = web.AppKey("signer", Signer)
+HOLDER = web.AppKey("registry_holder", RegistryHolder)
+REGISTRY_REPO = web.AppKey("registry_repo", RegistryRepo)
+OUTBOX_REPO = web.AppKey("outbox_repo", OutboxRepo)
+HANDLERS = web.AppKey("handlers", HandlerRegistry)
+INBOX = web.AppKey("inbox", Inbox)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -1,0 +1,171 @@
+"""Gateway configuration: one TOML file per gateway, every option with a default.
+
+Relative paths are resolved against the config file's folder, so a config directory can be moved
+as a whole. Secrets (key passphrases) are never in the TOML: the file names an environment
+variable or a file that holds them. A bad value fails at load time, naming the option.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from trust.errors import ConfigError
+
+MemberId = Annotated[str, StringConstraints(pattern=r"^CN-\d{6}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemberSection(_Section):
+    id: MemberId
+    """This gateway's member id, `CN-` + GB/T 2260 code (PROTOCOL.md §1)."""
+    name: str = ""
+    """Display name; used when the operator admits this member from its config."""
+
+
+class ServerSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    public_url: str = ""
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+
+    def endpoint(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class DatabaseSection(_Section):
+    url: str = "sqlite+aiosqlite:///tongban.db"
+
+
+class KeysSection(_Section):
+    dir: Path = Path("keys")
+    algorithm: Literal["EdDSA", "ES256"] = "EdDSA"
+    passphrase_env: str = ""
+    passphrase_file: Path | None = None
+
+
+class TrustSection(_Section):
+    anchor: Path = Path("anchor.json")
+
+
+class RegistrySection(_Section):
+    url: str = ""
+    poll_interval: float = Field(default=60.0, gt=0)
+    refresh_min_interval: float = Field(default=2.0, ge=0)
+    fetch_timeout: float = Field(default=10.0, gt=0)
+
+
+class FederationSection(_Section):
+    development_mode: bool = False
+    max_skew: int = Field(default=300, ge=0, le=3600)
+    message_ttl: int = Field(default=300, ge=1, le=300)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024)
+
+
+class DeliverySection(_Section):
+    initial_backoff: float = Field(default=0.5, gt=0)
+    max_backoff: float = Field(default=60.0, gt=0)
+    dead_after: float = Field(default=72 * 3600.0, gt=0)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    request_timeout: float = Field(default=10.0, gt=0)
+    poll_interval: float = Field(default=1.0, gt=0)
+
+
+class OperatorSection(_Section):
+    alliance: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    registry_validity: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    republish_before: int = Field(default=24 * 3600, ge=0)
+
+
+class PeerSection(_Section):
+    endpoint: str = ""
+
+
+class GatewayConfig(_Section):
+    member: MemberSection
+    server: ServerSection = ServerSection()
+    database: DatabaseSection = DatabaseSection()
+    keys: KeysSection = KeysSection()
+    trust: TrustSection = TrustSection()
+    registry: RegistrySection = RegistrySection()
+    federation: FederationSection = FederationSection()
+    delivery: DeliverySection = DeliverySection()
+    operator: OperatorSection | None = None
+    peers: dict[MemberId, PeerSection] = {}
+
+    @property
+    def member_id(self) -> str:
+        return self.member.id
+
+    @property
+    def is_operator(self) -> bool:
+        return self.operator is not None
+
+    def registry_url(self) -> str:
+        if self.registry.url:
+            return self.registry.url.rstrip("/")
+        return f"{self.server.endpoint()}/registry/v1"
+
+    def key_passphrase(self) -> bytes | None:
+        if self.keys.passphrase_env:
+            value = os.environ.get(self.keys.passphrase_env)
+            if value is None:
+                raise ConfigError(f"keys.passphrase_env: environment variable "
+                                  f"{self.keys.passphrase_env} is not set")
+            return value.encode()
+        if self.keys.passphrase_file is not None:
+            try:
+                return self.keys.passphrase_file.read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(f"keys.passphrase_file: {exc.strerror}") from None
+        return None
+
+
+def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths in the TOML relative to the config file, not to the cwd."""
+    for section, option in (("keys", "dir"), ("keys", "passphrase_file"), ("trust", "anchor")):
+        value = data.get(section, {}).get(option)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data[section][option] = str(base / value)
+    db = data.get("database", {})
+    url = db.get("url")
+    prefix = "sqlite+aiosqlite:///"
+    if isinstance(url, str) and url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix):]
+        if rest and rest != ":memory:":
+            db["url"] = prefix + str(base / rest)
+    return data
+
+
+def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:
+    data = _resolve(data, base)
+    if "database" not in data:
+        data["database"] = {"url": "sqlite+aiosqlite:///" + str(base / "tongban.db")}
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option"
+        raise ConfigError(f"{source}: {where}: {msg}") from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path), base=path.resolve().parent)

@@ -1,0 +1,53 @@
+"""Engine set-up for the embedded default (SQLite, WAL) and production (PostgreSQL, asyncpg)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.db.schema import metadata
+from trust.errors import ConfigError
+
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def make_engine(url: str) -> AsyncEngine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("database.url: not a database URL") from None
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        raise ConfigError(f"database.url: driver {parsed.drivername!r} not supported; use one "
+                          f"of {', '.join(SUPPORTED_DRIVERS)}")
+    if parsed.drivername.startswith("sqlite"):
+        # One connection per process: SQLite has one writer anyway, and queueing in the pool is
+        # cheaper than SQLITE_BUSY retries. BEGIN IMMEDIATE keeps the CLI and the gateway (two
+        # processes) from deadlocking on a read-to-write lock upgrade.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0,
+                                     connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)

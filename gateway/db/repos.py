@@ -1,0 +1,287 @@
+"""Repositories: every SQL statement of the gateway, behind small typed methods.
+
+Methods that must join a caller's transaction take an `AsyncConnection`; the others open their
+own. Rows leave this module as frozen dataclasses, never as driver rows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.schema import case_sequences, destinations, inbox, outbox, registry_versions
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    version: int
+    jws: str
+    digest: str
+
+
+class RegistryRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def latest(self) -> StoredVersion | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(
+                select(registry_versions.c.version, registry_versions.c.jws,
+                       registry_versions.c.digest)
+                .order_by(registry_versions.c.version.desc()).limit(1)
+            )).first()
+        return None if row is None else StoredVersion(row.version, row.jws, row.digest)
+
+    async def get(self, version: int) -> StoredVersion | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(
+                select(registry_versions.c.version, registry_versions.c.jws,
+                       registry_versions.c.digest)
+                .where(registry_versions.c.version == version)
+            )).first()
+        return None if row is None else StoredVersion(row.version, row.jws, row.digest)
+
+    async def store(self, conn: AsyncConnection, *, version: int, jws: str, digest: str,
+                    iat: int, exp: int, now: float) -> None:
+        await conn.execute(insert(registry_versions).values(
+            version=version, jws=jws, digest=digest, iat=iat, exp=exp, stored_at=now))
+
+    async def store_if_absent(self, *, version: int, jws: str, digest: str, iat: int, exp: int,
+                              now: float) -> None:
+        async with self._engine.begin() as conn:
+            existing = (await conn.execute(
+                select(registry_versions.c.version).where(registry_versions.c.version == version)
+            )).first()
+            if existing is None:
+                await self.store(conn, version=version, jws=jws, digest=digest, iat=iat, exp=exp,
+                                 now=now)
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    id: int
+    jti: str
+    iss: str
+    type: str
+    case_id: str | None
+    seq: int | None
+    digest: str
+    content_digest: str
+    token: str
+    receipt: str
+
+
+class InboxRepo:
+    _cols = (inbox.c.id, inbox.c.jti, inbox.c.iss, inbox.c.type, inbox.c.case_id, inbox.c.seq,
+             inbox.c.digest, inbox.c.content_digest, inbox.c.token, inbox.c.receipt)
+
+    @staticmethod
+    def _entry(row: Any) -> InboxEntry:
+        return InboxEntry(row.id, row.jti, row.iss, row.type, row.case_id, row.seq, row.digest,
+                          row.content_digest, row.token, row.receipt)
+
+    async def by_jti(self, conn: AsyncConnection, jti: str) -> InboxEntry | None:
+        row = (await conn.execute(select(*self._cols).where(inbox.c.jti == jti))).first()
+        return None if row is None else self._entry(row)
+
+    async def by_case_seq(self, conn: AsyncConnection, iss: str, case_id: str,
+                          seq: int) -> InboxEntry | None:
+        row = (await conn.execute(select(*self._cols).where(and_(
+            inbox.c.iss == iss, inbox.c.case_id == case_id, inbox.c.seq == seq)))).first()
+        return None if row is None else self._entry(row)
+
+    async def insert(self, conn: AsyncConnection, *, jti: str, iss: str, type_: str,
+                     case_id: str | None, seq: int | None, digest: str, content_digest: str,
+                     token: str, receipt: str, now: float) -> None:
+        await conn.execute(insert(inbox).values(
+            jti=jti, iss=iss, type=type_, case_id=case_id, seq=seq, digest=digest,
+            content_digest=content_digest, token=token, receipt=receipt, received_at=now))
+
+    async def list_all(self, engine: AsyncEngine) -> list[InboxEntry]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(*self._cols).order_by(inbox.c.id))).all()
+        return [self._entry(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    jti: str
+    dest: str
+    type: str
+    case_id: str | None
+    seq: int | None
+    payload: dict[str, Any]
+    state: str
+    token: str | None
+    token_exp: int | None
+    attempts: int
+    created_at: float
+    last_error: str | None
+    receipt: str | None
+    receipt_status: str | None
+
+
+class OutboxState:
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    _cols = (outbox.c.id, outbox.c.jti, outbox.c.dest, outbox.c.type, outbox.c.case_id,
+             outbox.c.seq, outbox.c.payload, outbox.c.state, outbox.c.token, outbox.c.token_exp,
+             outbox.c.attempts, outbox.c.created_at, outbox.c.last_error, outbox.c.receipt,
+             outbox.c.receipt_status)
+
+    @staticmethod
+    def _entry(row: Any) -> OutboxEntry:
+        return OutboxEntry(row.id, row.jti, row.dest, row.type, row.case_id, row.seq,
+                           json.loads(row.payload), row.state, row.token, row.token_exp,
+                           row.attempts, row.created_at, row.last_error, row.receipt,
+                           row.receipt_status)
+
+    async def enqueue(self, conn: AsyncConnection, *, dest: str, type_: str,
+                      case_id: str | None, payload: dict[str, Any], now: float) -> OutboxEntry:
+        """Queue a message inside the caller's transaction; allocates the per-case `seq`."""
+        seq: int | None = None
+        if case_id is not None:
+            current = (await conn.execute(
+                select(case_sequences.c.last_seq).where(and_(
+                    case_sequences.c.case_id == case_id, case_sequences.c.dest == dest))
+                .with_for_update()
+            )).scalar()
+            if current is None:
+                seq = 1
+                await conn.execute(insert(case_sequences).values(
+                    case_id=case_id, dest=dest, last_seq=1))
+            else:
+                seq = current + 1
+                await conn.execute(update(case_sequences).where(and_(
+                    case_sequences.c.case_id == case_id, case_sequences.c.dest == dest))
+                    .values(last_seq=seq))
+        jti = str(uuid.uuid4())
+        encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        result = await conn.execute(insert(outbox).values(
+            jti=jti, dest=dest, type=type_, case_id=case_id, seq=seq, payload=encoded,
+            state=OutboxState.PENDING, attempts=0, created_at=now).returning(outbox.c.id))
+        row_id = result.scalar_one()
+        return OutboxEntry(row_id, jti, dest, type_, case_id, seq, payload,
+                           OutboxState.PENDING, None, None, 0, now, None, None, None)
+
+    async def get(self, row_id: int) -> OutboxEntry | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(*self._cols).where(outbox.c.id == row_id))).first()
+        return None if row is None else self._entry(row)
+
+    async def by_jti(self, jti: str) -> OutboxEntry | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(*self._cols).where(outbox.c.jti == jti))).first()
+        return None if row is None else self._entry(row)
+
+    async def list_entries(self, *, dest: str | None = None, state: str | None = None,
+                   limit: int = 1000) -> list[OutboxEntry]:
+        query = select(*self._cols).order_by(outbox.c.id).limit(limit)
+        if dest is not None:
+            query = query.where(outbox.c.dest == dest)
+        if state is not None:
+            query = query.where(outbox.c.state == state)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [self._entry(r) for r in rows]
+
+    async def pending_destinations(self) -> list[str]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(outbox.c.dest).where(outbox.c.state == OutboxState.PENDING).distinct()
+            )).all()
+        return [r.dest for r in rows]
+
+    async def pending_for(self, dest: str, limit: int) -> list[OutboxEntry]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(*self._cols)
+                .where(and_(outbox.c.dest == dest, outbox.c.state == OutboxState.PENDING))
+                .order_by(outbox.c.id).limit(limit)
+            )).all()
+        return [self._entry(r) for r in rows]
+
+    async def count(self, state: str) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(
+                select(func.count()).select_from(outbox).where(outbox.c.state == state)
+            )).scalar_one())
+
+    async def set_token(self, row_id: int, *, jti: str, token: str, token_exp: int) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+                jti=jti, token=token, token_exp=token_exp))
+
+    async def mark_delivered(self, row_id: int, *, receipt: str, status: str,
+                             now: float) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+                state=OutboxState.DELIVERED, receipt=receipt, receipt_status=status,
+                delivered_at=now, attempts=outbox.c.attempts + 1, last_attempt_at=now,
+                last_error=None))
+
+    async def mark_attempt_failed(self, row_id: int, *, error: str, now: float,
+                                  dead: bool) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+                attempts=outbox.c.attempts + 1, last_attempt_at=now, last_error=error[:2000],
+                state=OutboxState.DEAD if dead else OutboxState.PENDING))
+
+    async def retry_dead(self, *, now: float, row_id: int | None = None) -> int:
+        """Put dead letters back in the queue (all of them when `row_id` is None)."""
+        query = update(outbox).where(outbox.c.state == OutboxState.DEAD)
+        if row_id is not None:
+            query = query.where(outbox.c.id == row_id)
+        async with self._engine.begin() as conn:
+            # The retry horizon starts again from now; the old signed copy is dropped.
+            result = await conn.execute(query.values(state=OutboxState.PENDING, token=None,
+                                                     token_exp=None, created_at=now))
+        return int(result.rowcount)
+
+
+@dataclass(frozen=True)
+class DestinationState:
+    dest: str
+    failures: int
+    retry_at: float
+    last_error: str | None
+
+
+class DestinationRepo:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def get(self, dest: str) -> DestinationState:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(
+                select(destinations).where(destinations.c.dest == dest))).first()
+        if row is None:
+            return DestinationState(dest, 0, 0.0, None)
+        return DestinationState(row.dest, row.failures, row.retry_at, row.last_error)
+
+    async def _upsert(self, dest: str, **values: Any) -> None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(destinations).where(destinations.c.dest == dest).values(**values))
+            if result.rowcount == 0:
+                await conn.execute(insert(destinations).values(dest=dest, **values))
+
+    async def record_failure(self, dest: str, *, failures: int, retry_at: float,
+                             error: str) -> None:
+        await self._upsert(dest, failures=failures, retry_at=retry_at, last_error=error[:2000])
+
+    async def record_success(self, dest: str, now: float) -> None:
+        await self._upsert(dest, failures=0, retry_at=0.0, last_error=None, last_success_at=now)

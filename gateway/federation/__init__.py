@@ -1,0 +1,1 @@
+"""Gateway-to-gateway messaging: inbox, receipts, outbox delivery, message-type handlers."""

@@ -1,0 +1,186 @@
+"""Receiving a message: the normative check order of PROTOCOL.md §4, then durable storage.
+
+The answer (a signed receipt) is produced only after the inbox row and the handler's effects
+are committed in one transaction, so a receipt always proves storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.repos import InboxEntry, InboxRepo
+from gateway.federation.messages import (
+    CASE_ID_RE,
+    UUID_RE,
+    HandlerRegistry,
+    InboundMessage,
+    InvalidBody,
+    parse_attachments,
+)
+from gateway.federation.receipts import Receipt, ReceiptStatus, make_receipt
+from gateway.keystore import Signer
+from gateway.registry_client import RegistryHolder
+from trust import jws
+from trust.clock import Clock
+from trust.errors import ErrorCode, TongbanError, VerificationError
+from trust.keyring import Keyring
+from trust.keys import sha256_b64url
+
+log = logging.getLogger(__name__)
+
+MAX_LIFETIME = 300
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    member_id: str
+    max_skew: int = 300
+
+
+def content_digest(type_: str, case_id: str | None, seq: int | None,
+                   body: Mapping[str, Any], att: Any) -> str:
+    """What a message means, independent of its signature: used to spot a re-signed resend."""
+    canonical = rfc8785.dumps({"type": type_, "case": case_id, "seq": seq, "body": body,
+                               "att": att})
+    return sha256_b64url(canonical)
+
+
+class Inbox:
+    def __init__(self, *, settings: InboxSettings, holder: RegistryHolder, signer: Signer,
+                 engine: AsyncEngine, repo: InboxRepo, handlers: HandlerRegistry, clock: Clock,
+                 on_peer_seen: Callable[[str], None] | None = None) -> None:
+        self._settings = settings
+        self._holder = holder
+        self._signer = signer
+        self._engine = engine
+        self._repo = repo
+        self._handlers = handlers
+        self._clock = clock
+        self._on_peer_seen = on_peer_seen
+
+    async def receive(self, raw: bytes) -> Receipt:
+        me = self._settings.member_id
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise VerificationError("body is not a compact JWS", code=ErrorCode.MALFORMED) from None
+        # 1-2. parse; typ and alg
+        parsed = jws.parse(text, jws.TokenType.MESSAGE)
+        # 3. issuer in the registry (fail closed when the registry is stale)
+        snapshot = self._holder.require_fresh()
+        iss = parsed.iss
+        sender = snapshot.member(iss)
+        if sender is None:
+            raise VerificationError(f"{iss} is not in registry version {snapshot.version}",
+                                    code=ErrorCode.UNKNOWN_MEMBER)
+        # 4. signature, with the key selected by (iss, kid); an unknown kid of a known member
+        # may be a rotation we have not seen yet, so refresh once before refusing.
+        now = self._clock()
+        if snapshot.get_key(iss, parsed.kid) is None and await self._holder.refresh_soon():
+            snapshot = self._holder.require_fresh()
+            sender = snapshot.member(iss) or sender
+        key = Keyring([snapshot]).lookup(iss, parsed.kid, now)
+        jws.verify_signature(parsed, key)
+        claims = parsed.claims
+        # 5. audience
+        if claims.get("aud") != me:
+            raise VerificationError("message is addressed to another member",
+                                    code=ErrorCode.WRONG_AUDIENCE)
+        # 6. lifetime
+        iat, exp = jws.check_lifetime(claims, now, max_skew=self._settings.max_skew,
+                                      max_lifetime=MAX_LIFETIME)
+        # 7. sender status and roles
+        if not sender.is_active:
+            raise VerificationError(f"{iss} is {sender.status.value}",
+                                    code=ErrorCode.MEMBER_SUSPENDED)
+        type_ = jws.require_str(claims, "type")
+        handler = self._handlers.get(type_)
+        if handler is not None and handler.sender_roles and not any(
+            sender.has_role(r) for r in handler.sender_roles
+        ):
+            raise VerificationError(f"{type_} requires role "
+                                    f"{'/'.join(sorted(handler.sender_roles))}",
+                                    code=ErrorCode.NOT_AUTHORIZED)
+        jti = jws.require_str(claims, "jti")
+        if not UUID_RE.match(jti):
+            raise VerificationError("jti must be a UUID", code=ErrorCode.MALFORMED)
+        digest = sha256_b64url(parsed.raw.encode("ascii"))
+        # 8. replay (checked again inside the transaction; this is the cheap early answer)
+        async with self._engine.connect() as conn:
+            existing = await self._repo.by_jti(conn, jti)
+        if existing is not None:
+            return self._duplicate_or_replay(existing, digest, iss, jti, now)
+        # 9. type and body
+        if handler is None:
+            raise InvalidBody(f"message type {type_!r} is not supported")
+        body = claims.get("body")
+        if not isinstance(body, dict):
+            raise InvalidBody("body must be a JSON object")
+        att_raw = claims.get("att")
+        att = parse_attachments(att_raw)
+        case_id, seq = claims.get("case"), claims.get("seq")
+        if handler.case_bound:
+            if not isinstance(case_id, str) or not CASE_ID_RE.match(case_id):
+                raise InvalidBody("case must be '<member id>:<UUID>'")
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+                raise InvalidBody("seq must be a positive integer")
+        else:
+            case_id = case_id if isinstance(case_id, str) else None
+            seq = None
+        handler.validate(body)
+        message = InboundMessage(token=parsed.raw, digest=digest, iss=iss, aud=me, jti=jti,
+                                 iat=iat, exp=exp, type=type_, case_id=case_id, seq=seq,
+                                 body=body, att=att)
+        # 10. store durably, then answer
+        signing_key = self._signer.current(snapshot)
+        meaning = content_digest(type_, case_id, seq, body, att_raw)
+        try:
+            async with self._engine.begin() as conn:
+                if case_id is not None and seq is not None:
+                    same_seq = await self._repo.by_case_seq(conn, iss, case_id, seq)
+                    if same_seq is not None:
+                        if same_seq.content_digest != meaning:
+                            raise VerificationError(
+                                f"seq {seq} of this case was already used for other content",
+                                code=ErrorCode.REPLAY)
+                        # A re-signed resend of a message we hold: receipt it, apply nothing.
+                        return make_receipt(signing_key, receiver=me, sender=iss, for_jti=jti,
+                                            digest=digest, status=ReceiptStatus.DUPLICATE,
+                                            now=now)
+                await handler.apply(conn, message)
+                receipt = make_receipt(signing_key, receiver=me, sender=iss, for_jti=jti,
+                                       digest=digest, status=ReceiptStatus.ACCEPTED, now=now)
+                await self._repo.insert(conn, jti=jti, iss=iss, type_=type_, case_id=case_id,
+                                        seq=seq, digest=digest, content_digest=meaning,
+                                        token=parsed.raw, receipt=receipt.token, now=now)
+        except IntegrityError:
+            # A concurrent delivery of the same jti won the race; answer as for a resend.
+            async with self._engine.connect() as conn:
+                existing = await self._repo.by_jti(conn, jti)
+            if existing is None:
+                raise
+            return self._duplicate_or_replay(existing, digest, iss, jti, now)
+        log.info("message stored", extra={"jti": jti, "iss": iss, "type": type_})
+        if self._on_peer_seen is not None:
+            self._on_peer_seen(iss)
+        try:
+            await handler.after_commit(message)
+        except TongbanError as exc:
+            log.warning("after-commit step of %s failed: %s", type_, exc.detail)
+        return receipt
+
+    def _duplicate_or_replay(self, existing: InboxEntry, digest: str, iss: str, jti: str,
+                             now: float) -> Receipt:
+        if existing.digest != digest or existing.iss != iss:
+            raise VerificationError("this jti was already used for other bytes",
+                                    code=ErrorCode.REPLAY)
+        key = self._signer.current(self._holder.current)
+        return make_receipt(key, receiver=self._settings.member_id, sender=iss, for_jti=jti,
+                            digest=digest, status=ReceiptStatus.DUPLICATE, now=now)

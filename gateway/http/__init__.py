@@ -1,0 +1,1 @@
+"""HTTP surface: thin handlers that call domain objects, errors rendered by one middleware."""

@@ -1,0 +1,64 @@
+"""RFC 9457 problem details and request ids, for every route, in one middleware."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from trust.errors import ErrorCode, TongbanError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "urn:tongban:error:"
+REQUEST_ID = web.AppKey("request_id_header", str)
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_HTTP_CODES = {400: ErrorCode.MALFORMED, 404: ErrorCode.NOT_FOUND,
+               405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.TOO_LARGE,
+               415: ErrorCode.UNSUPPORTED_MEDIA_TYPE}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem(code: ErrorCode, detail: str, request_id: str) -> web.Response:
+    body = {"type": PROBLEM_TYPE + code.value, "title": code.problem_title, "status": code.status,
+            "detail": detail, "instance": f"urn:uuid:{request_id}"}
+    response = web.json_response(body, status=code.status,
+                                 content_type="application/problem+json")
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+def request_id(request: web.Request) -> str:
+    value = request.get("request_id")
+    return value if isinstance(value, str) else ""
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    rid = str(uuid.uuid4())
+    request["request_id"] = rid
+    if incoming and _REQUEST_ID_RE.match(incoming):
+        request["peer_request_id"] = incoming
+    try:
+        response = await handler(request)
+    except TongbanError as exc:
+        log.info("%s %s -> %s: %s", request.method, request.path, exc.code.value, exc.detail,
+                 extra={"request_id": rid})
+        return problem(exc.code, exc.detail, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.MALFORMED if exc.status < 500
+                               else ErrorCode.INTERNAL)
+        return problem(code, exc.reason or code.problem_title, rid)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path,
+                      extra={"request_id": rid})
+        return problem(ErrorCode.INTERNAL, "internal error; quote the instance id", rid)
+    response.headers["X-Request-Id"] = rid
+    return response
