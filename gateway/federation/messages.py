@@ -85,13 +85,13 @@ class MessageHandler(Protocol):
         ...
 
 
-FieldSpec = ClassVar[Mapping[str, type | tuple[type, ...]]]
+FieldTypes = Mapping[str, type | tuple[type, ...]]
 
 
 class BaseHandler:
     case_bound: bool = False
     sender_roles: frozenset[Role] = frozenset()
-    required_fields: FieldSpec = {}
+    required_fields: ClassVar[FieldTypes] = {}
 
     def validate(self, body: Mapping[str, Any]) -> None:
         for name, kind in self.required_fields.items():
@@ -113,7 +113,7 @@ class StoreOnlyCaseHandler(BaseHandler):
 
 
 class CertHandler(BaseHandler):
-    required_fields: FieldSpec = {"cert_id": str}
+    required_fields: ClassVar[FieldTypes] = {"cert_id": str}
 
 
 class CertResponseHandler(BaseHandler):
@@ -123,7 +123,7 @@ class CertResponseHandler(BaseHandler):
 
 
 class SsoLogoutHandler(BaseHandler):
-    required_fields: FieldSpec = {"sid": str}
+    required_fields: ClassVar[FieldTypes] = {"sid": str}
 
 
 class HandlerRegistry:

@@ -1,0 +1,1 @@
+"""The `tongban` command line for operators, alliance admins and member admins."""

@@ -1,0 +1,299 @@
+"""What each CLI verb does; `main` only parses arguments and reports errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.alliance import Alliance, AllianceError
+from gateway.config import GatewayConfig
+from gateway.db.engine import create_schema, make_engine
+from gateway.db.repos import OutboxRepo, OutboxState, RegistryRepo
+from gateway.federation.messages import CASE_ID_RE
+from gateway.federation.outbox import enqueue
+from gateway.keystore import KeyStore
+from registry.document import Item, Member, Role, Status
+from registry.versions import verify_version
+from trust.anchor import load_anchor
+from trust.errors import ConfigError, TongbanError
+from trust.keys import Alg
+
+
+def out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def keystore(config: GatewayConfig) -> KeyStore:
+    return KeyStore(config.keys.dir, config.key_passphrase())
+
+
+async def _with_alliance(config: GatewayConfig, action: Any) -> Any:
+    engine = make_engine(config.database.url)
+    try:
+        await create_schema(engine)
+        keys = keystore(config)
+        if keys.exists():
+            keys.load()
+        alliance = Alliance(config=config, engine=engine, keys=keys, clock=time.time)
+        return await action(alliance, keys)
+    finally:
+        await engine.dispose()
+
+
+def alliance_init(config: GatewayConfig, name: str) -> None:
+    async def action(alliance: Alliance, keys: KeyStore) -> None:
+        published = await alliance.init(name=name, alg=Alg(config.keys.algorithm))
+        out(f"alliance {config.operator.alliance if config.operator else ''} initialised: "
+            f"registry version {published.version} published")
+        out(f"trust anchor written to {config.trust.anchor}; give this file to every member")
+
+    asyncio.run(_with_alliance(config, action))
+
+
+async def fetch_jwks(endpoint: str) -> list[dict[str, Any]]:
+    url = endpoint.rstrip("/") + "/federation/v1/keys"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+            url, timeout=aiohttp.ClientTimeout(total=10)
+        ) as resp:
+            if resp.status != 200:
+                raise AllianceError(f"{url} answered HTTP {resp.status}")
+            doc = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise AllianceError(f"cannot fetch keys from {url}: {type(exc).__name__}") from None
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(keys, list) or not keys:
+        raise AllianceError(f"{url} did not return a JWK Set with keys")
+    return keys
+
+
+def read_jwks(path: Path) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AllianceError(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise AllianceError(f"{path} is not JSON: {exc.msg}") from None
+    keys = doc.get("keys") if isinstance(doc, dict) else doc
+    if not isinstance(keys, list) or not keys:
+        raise AllianceError(f"{path}: expected a JWK Set {{'keys': [...]}}")
+    return keys
+
+
+def member_add(config: GatewayConfig, *, member_id: str, name: str, endpoint: str,
+               province: str | None, roles: Sequence[str], keys_file: Path | None,
+               items: Sequence[str]) -> None:
+    async def action(alliance: Alliance, _keys: KeyStore) -> None:
+        jwks = read_jwks(keys_file) if keys_file else await fetch_jwks(endpoint)
+        try:
+            member = Member(
+                id=member_id, name=name or member_id, province=province or member_id[3:5],
+                endpoint=endpoint, status=Status.ACTIVE, keys=tuple(jwks),
+                roles=tuple(Role(r) for r in roles or ("handler", "receiver", "sso-issuer")),
+                items=tuple(parse_item(s) for s in items))
+        except ValueError as exc:
+            raise AllianceError(_first_error(exc)) from None
+        published = await alliance.add_member(member)
+        out(f"{member_id} admitted; registry version {published.version} published, "
+            f"{len(published.notified)} member(s) notified")
+
+    asyncio.run(_with_alliance(config, action))
+
+
+def parse_item(spec: str) -> Item:
+    """`CODE:NAME:mode,mode` as given on the command line."""
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise AllianceError(f"item {spec!r}: expected CODE:NAME:MODES (modes comma-separated)")
+    code, name, modes = parts
+    try:
+        return Item.model_validate({"code": code, "name": name, "modes": modes.split(",")})
+    except ValueError as exc:
+        raise AllianceError(f"item {spec!r}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(exc)
+
+
+def member_status(config: GatewayConfig, member_id: str, status: Status) -> None:
+    async def action(alliance: Alliance, _keys: KeyStore) -> None:
+        published = await alliance.set_status(member_id, status)
+        out(f"{member_id} is now {status.value}; registry version {published.version} published, "
+            f"{len(published.notified)} member(s) notified")
+
+    asyncio.run(_with_alliance(config, action))
+
+
+def member_sync_keys(config: GatewayConfig, member_id: str, keys_file: Path | None) -> None:
+    async def action(alliance: Alliance, _keys: KeyStore) -> None:
+        current = await alliance.current()
+        member = current.member(member_id)
+        if member is None:
+            raise AllianceError(f"{member_id} is not a member")
+        jwks = read_jwks(keys_file) if keys_file else await fetch_jwks(member.endpoint)
+        published = await alliance.set_keys(member_id, jwks)
+        kids = ", ".join(str(k.get("kid", "?")) for k in jwks)
+        out(f"{member_id} keys set to [{kids}]; registry version {published.version} published")
+
+    asyncio.run(_with_alliance(config, action))
+
+
+def member_list(config: GatewayConfig) -> None:
+    async def action(alliance: Alliance, _keys: KeyStore) -> None:
+        current = await alliance.current()
+        for m in current.members():
+            out(f"{m.id}  {m.status.value:<9}  {','.join(m.roles):<34}  {m.endpoint}  {m.name}")
+
+    asyncio.run(_with_alliance(config, action))
+
+
+def registry_publish(config: GatewayConfig) -> None:
+    async def action(alliance: Alliance, _keys: KeyStore) -> None:
+        published = await alliance.republish()
+        out(f"registry version {published.version} published, "
+            f"{len(published.notified)} member(s) notified")
+
+    asyncio.run(_with_alliance(config, action))
+
+
+def registry_show(config: GatewayConfig, version: int | None) -> None:
+    async def run() -> None:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            repo = RegistryRepo(engine)
+            stored = await (repo.get(version) if version else repo.latest())
+        finally:
+            await engine.dispose()
+        if stored is None:
+            raise AllianceError("no registry version stored" if version is None
+                                else f"no registry version {version} stored")
+        snapshot = verify_version(stored.jws, load_anchor(config.trust.anchor))
+        out(json.dumps(snapshot.claims.model_dump(mode="json", exclude_none=True),
+                       ensure_ascii=False, indent=2))
+
+    asyncio.run(run())
+
+
+def registry_verify(anchor_path: Path, source: str) -> None:
+    anchor = load_anchor(anchor_path)
+    if source.startswith(("http://", "https://")):
+        async def get() -> str:
+            async with aiohttp.ClientSession() as session, session.get(
+                source, timeout=aiohttp.ClientTimeout(total=10)
+            ) as resp:
+                if resp.status != 200:
+                    raise AllianceError(f"{source} answered HTTP {resp.status}")
+                return (await resp.text()).strip()
+
+        try:
+            token = asyncio.run(get())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AllianceError(f"cannot fetch {source}: {type(exc).__name__}") from None
+    else:
+        try:
+            token = Path(source).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AllianceError(f"cannot read {source}: {exc}") from None
+    snapshot = verify_version(token, anchor)
+    state = "EXPIRED" if snapshot.is_expired(time.time()) else "valid"
+    out(f"registry version {snapshot.version} of {snapshot.claims.alliance}: signature valid, "
+        f"{state} until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(snapshot.exp))}, "
+        f"{len(snapshot.claims.members)} member(s), digest {snapshot.digest}")
+
+
+def key_init(config: GatewayConfig) -> None:
+    keys = keystore(config)
+    if keys.exists():
+        raise ConfigError(f"keys.dir: {config.keys.dir} already holds keys; use `key rotate`")
+    key = keys.create(Alg(config.keys.algorithm))
+    out(f"created {key.alg.value} key {key.kid} in {config.keys.dir}")
+
+
+def key_rotate(config: GatewayConfig) -> None:
+    keys = keystore(config)
+    keys.load()
+    key = keys.create(Alg(config.keys.algorithm))
+    out(f"created {key.alg.value} key {key.kid}; it is published at /federation/v1/keys now and "
+        f"used for signing once the registry lists it (ask the operator to sync keys)")
+
+
+def key_retire(config: GatewayConfig, kid: str) -> None:
+    keys = keystore(config)
+    keys.load()
+    keys.retire(kid)
+    out(f"key {kid} retired; ask the operator to sync keys so the registry drops it")
+
+
+def key_list(config: GatewayConfig) -> None:
+    keys = keystore(config)
+    for key in keys.load():
+        out(f"{key.kid}  {key.alg.value}")
+
+
+def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, body: str,
+         wait: float) -> None:
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise AllianceError(f"--body is not JSON: {exc.msg}") from None
+    if not isinstance(payload, dict):
+        raise AllianceError("--body must be a JSON object")
+    if case_id is not None and not CASE_ID_RE.match(case_id):
+        raise AllianceError("--case must be '<member id>:<UUID>'")
+    if type_.startswith("case.") and case_id is None:
+        import uuid
+
+        case_id = f"{config.member_id}:{uuid.uuid4()}"
+
+    async def run() -> None:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            repo = OutboxRepo(engine)
+            async with engine.begin() as conn:
+                entry = await enqueue(conn, repo, dest=to, type_=type_, body=payload,
+                                      case_id=case_id, now=time.time())
+            out(f"queued {type_} to {to} (outbox #{entry.id}, case {case_id or '-'})")
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                current = await repo.get(entry.id)
+                if current is not None and current.state == OutboxState.DELIVERED:
+                    out(f"delivered: receipt status {current.receipt_status}, verified")
+                    return
+                if current is not None and current.state == OutboxState.DEAD:
+                    raise AllianceError(f"not delivered: {current.last_error}")
+                await asyncio.sleep(0.2)
+            raise AllianceError(f"no receipt within {wait:g} s; the message stays queued "
+                                f"(is `tongban serve` running for {config.member_id}?)")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def check_config(config: GatewayConfig) -> None:
+    keystore(config).load()
+    load_anchor(config.trust.anchor)
+    make_engine(config.database.url)
+    out(f"config for {config.member_id} is valid")
+
+
+def fail(message: str) -> None:
+    print(f"tongban: error: {message}", file=sys.stderr, flush=True)
+
+
+__all__ = ["TongbanError"]

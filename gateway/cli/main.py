@@ -1,0 +1,182 @@
+"""`tongban` entry point: argument parsing and one-line error reporting, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.cli import commands
+from gateway.config import GatewayConfig, load_config
+from registry.document import Status
+from trust.errors import TongbanError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, required=True,
+                        help="the gateway's TOML config file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tongban",
+                                     description="Federation gateway for 跨省通办.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("serve", help="run the gateway")
+    _config_arg(p)
+
+    p = verbs.add_parser("demo", help="run a local three-city federation and a cross-city case")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="working folder (default: a fresh temporary folder)")
+    p.add_argument("--base-port", type=int, default=0,
+                   help="first of three loopback ports (default: free ports)")
+
+    p = verbs.add_parser("send", help="send a test message to a member and wait for its receipt")
+    _config_arg(p)
+    p.add_argument("--to", required=True, help="recipient member id, e.g. CN-430725")
+    p.add_argument("--type", default="case.submit", help="message type (default case.submit)")
+    p.add_argument("--case", default=None, help="case id (default: a new case of this member)")
+    p.add_argument("--body", default='{"note": "tongban send"}', help="JSON object body")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the receipt")
+
+    p = verbs.add_parser("config", help="configuration helpers")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("check", help="load and validate a config file, its keys and anchor")
+    _config_arg(q)
+
+    p = verbs.add_parser("alliance", help="alliance operator commands")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("init", help="create the operator key, trust anchor and registry v1")
+    _config_arg(q)
+    q.add_argument("--name", default="", help="the operator's display name")
+
+    p = verbs.add_parser("member", help="admit and manage members (alliance admin)")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("add", help="admit a member and publish a registry version")
+    _config_arg(q)
+    q.add_argument("member_id", help="CN- + 6-digit division code")
+    q.add_argument("--name", default="", help="display name")
+    q.add_argument("--endpoint", required=True, help="base URL of the member's gateway")
+    q.add_argument("--province", default=None, help="2-digit province code (default: from id)")
+    q.add_argument("--role", action="append", default=[],
+                   choices=["sso-issuer", "handler", "receiver"],
+                   help="role, repeatable (default: handler, receiver, sso-issuer)")
+    q.add_argument("--keys-file", type=Path, default=None,
+                   help="JWK Set file (default: fetch ENDPOINT/federation/v1/keys)")
+    q.add_argument("--item", action="append", default=[],
+                   help="offered item as CODE:NAME:MODES, repeatable")
+    for action, text in (("suspend", "suspend a member: it is refused everywhere"),
+                         ("reinstate", "make a suspended member active again"),
+                         ("revoke", "revoke a member for good")):
+        q = sub.add_parser(action, help=text)
+        _config_arg(q)
+        q.add_argument("member_id")
+    q = sub.add_parser("sync-keys", help="take a member's current keys into the registry")
+    _config_arg(q)
+    q.add_argument("member_id")
+    q.add_argument("--keys-file", type=Path, default=None,
+                   help="JWK Set file (default: fetch from the member's endpoint)")
+    q = sub.add_parser("list", help="list members of the current registry")
+    _config_arg(q)
+
+    p = verbs.add_parser("key", help="this member's signing keys (member admin)")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("init", "create the first signing key"),
+                         ("rotate", "create a new signing key next to the current one"),
+                         ("list", "list the signing keys")):
+        q = sub.add_parser(action, help=text)
+        _config_arg(q)
+    q = sub.add_parser("retire", help="stop publishing an old key")
+    _config_arg(q)
+    q.add_argument("kid")
+
+    p = verbs.add_parser("registry", help="registry versions")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("publish", help="publish a fresh version (operator)")
+    _config_arg(q)
+    q = sub.add_parser("show", help="print the held registry version")
+    _config_arg(q)
+    q.add_argument("--version", type=int, default=None, help="a stored version number")
+    q = sub.add_parser("verify", help="verify a registry JWS (file or URL) against an anchor")
+    q.add_argument("--anchor", type=Path, required=True, help="trust anchor JSON file")
+    q.add_argument("source", help="file holding the JWS, or a /registry/v1/... URL")
+    return parser
+
+
+def _load(path: Path) -> GatewayConfig:
+    return load_config(path)
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    verb, action = args.verb, getattr(args, "action", None)
+    if verb == "serve":
+        from gateway.serve import serve
+
+        serve(_load(args.config))
+    elif verb == "demo":
+        from gateway.demo import run_demo
+
+        run_demo(args.dir, args.base_port)
+    elif verb == "send":
+        commands.send(_load(args.config), to=args.to, type_=args.type, case_id=args.case,
+                      body=args.body, wait=args.wait)
+    elif verb == "config":
+        commands.check_config(_load(args.config))
+    elif verb == "alliance":
+        commands.alliance_init(_load(args.config), args.name)
+    elif verb == "member":
+        config = _load(args.config)
+        if action == "add":
+            commands.member_add(config, member_id=args.member_id, name=args.name,
+                                endpoint=args.endpoint, province=args.province, roles=args.role,
+                                keys_file=args.keys_file, items=args.item)
+        elif action in ("suspend", "reinstate", "revoke"):
+            status = {"suspend": Status.SUSPENDED, "reinstate": Status.ACTIVE,
+                      "revoke": Status.REVOKED}[action]
+            commands.member_status(config, args.member_id, status)
+        elif action == "sync-keys":
+            commands.member_sync_keys(config, args.member_id, args.keys_file)
+        else:
+            commands.member_list(config)
+    elif verb == "key":
+        config = _load(args.config)
+        if action == "init":
+            commands.key_init(config)
+        elif action == "rotate":
+            commands.key_rotate(config)
+        elif action == "list":
+            commands.key_list(config)
+        else:
+            commands.key_retire(config, args.kid)
+    elif verb == "registry":
+        if action == "verify":
+            commands.registry_verify(args.anchor, args.source)
+        elif action == "publish":
+            commands.registry_publish(_load(args.config))
+        else:
+            commands.registry_show(_load(args.config), args.version)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        dispatch(args)
+    except TongbanError as exc:
+        commands.fail(exc.detail)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
