@@ -100,7 +100,7 @@ class DeliveryContext:
         self.development_mode = development_mode
         self.endpoint_overrides = endpoint_overrides
         self.clock = clock
-        self._wait = wait_exponential_jitter(initial=settings.initial_backoff,
+        self._wait = wait_exponential_jitter(multiplier=settings.initial_backoff,
                                              max=settings.max_backoff,
                                              jitter=settings.initial_backoff)
 

@@ -14,7 +14,7 @@ from trust.errors import ErrorCode, TongbanError
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "urn:tongban:error:"
-REQUEST_ID = web.AppKey("request_id_header", str)
+REQUEST_ID = web.RequestKey("request_id", str)
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _HTTP_CODES = {400: ErrorCode.MALFORMED, 404: ErrorCode.NOT_FOUND,
                405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.TOO_LARGE,
@@ -33,17 +33,16 @@ def problem(code: ErrorCode, detail: str, request_id: str) -> web.Response:
 
 
 def request_id(request: web.Request) -> str:
-    value = request.get("request_id")
-    return value if isinstance(value, str) else ""
+    return request.get(REQUEST_ID, "")
 
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     rid = str(uuid.uuid4())
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     if incoming and _REQUEST_ID_RE.match(incoming):
-        request["peer_request_id"] = incoming
+        log.debug("peer request id %s is ours %s", incoming, rid)
     try:
         response = await handler(request)
     except TongbanError as exc:
