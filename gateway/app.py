@@ -74,6 +74,13 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         holder = RegistryHolder(anchor=anchor, repo=app[K.REGISTRY_REPO], source=source,
                                 clock=clock,
                                 min_refresh_interval=config.registry.refresh_min_interval)
+        store = app[K.KEYS]
+
+        async def reload_keys(_snapshot: object) -> None:
+            # A new registry may list a key we created after start-up (rotation).
+            store.reload_if_changed()
+
+        holder.on_change(reload_keys)
         await holder.load()
         await holder.refresh()
         app[K.HOLDER] = holder

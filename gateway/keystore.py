@@ -33,6 +33,7 @@ class KeyStore:
         self.directory = directory
         self._passphrase = passphrase
         self._keys: list[SigningKey] = []
+        self._loaded_mtime: float | None = None
 
     def _index(self) -> list[KeyEntry]:
         path = self.directory / INDEX
@@ -61,7 +62,21 @@ class KeyStore:
             if key.kid != entry.kid:
                 raise ConfigError(f"keys.dir: {entry.kid}.pem holds key {key.kid}")
         self._keys = keys
+        self._loaded_mtime = self._index_mtime()
         return keys
+
+    def _index_mtime(self) -> float | None:
+        try:
+            return (self.directory / INDEX).stat().st_mtime_ns / 1e9
+        except OSError:
+            return None
+
+    def reload_if_changed(self) -> bool:
+        """Pick up keys that `tongban key rotate|retire` changed on disk while we run."""
+        if self._index_mtime() == self._loaded_mtime:
+            return False
+        self.load()
+        return True
 
     def exists(self) -> bool:
         return bool(self._index())

@@ -36,7 +36,9 @@ async def post_message(request: web.Request) -> web.Response:
 
 @routes.get("/federation/v1/keys")
 async def get_keys(request: web.Request) -> web.Response:
-    return web.json_response(request.app[KEYS].public_jwks(),
+    keys = request.app[KEYS]
+    keys.reload_if_changed()
+    return web.json_response(keys.public_jwks(),
                              content_type="application/jwk-set+json")
 
 

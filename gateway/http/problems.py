@@ -33,7 +33,8 @@ def problem(code: ErrorCode, detail: str, request_id: str) -> web.Response:
 
 
 def request_id(request: web.Request) -> str:
-    return request.get(REQUEST_ID, "")
+    value: str = request.get(REQUEST_ID, "")
+    return value
 
 
 @web.middleware
