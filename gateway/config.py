@@ -128,28 +128,31 @@ class GatewayConfig(_Section):
         return None
 
 
-def _resolve(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make relative paths in the TOML relative to the config file, not to the cwd."""
-    for section, option in (("keys", "dir"), ("keys", "passphrase_file"), ("trust", "anchor")):
-        value = data.get(section, {}).get(option)
-        if isinstance(value, str) and not Path(value).is_absolute():
-            data[section][option] = str(base / value)
-    db = data.get("database", {})
-    url = db.get("url")
+def _absolute(path: Path, base: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
+def _resolve(config: GatewayConfig, base: Path) -> GatewayConfig:
+    """Make relative paths (given or default) relative to the config file, not to the cwd."""
+    keys = config.keys.model_copy(update={
+        "dir": _absolute(config.keys.dir, base),
+        "passphrase_file": (None if config.keys.passphrase_file is None
+                            else _absolute(config.keys.passphrase_file, base)),
+    })
+    trust = config.trust.model_copy(update={"anchor": _absolute(config.trust.anchor, base)})
+    url = config.database.url
     prefix = "sqlite+aiosqlite:///"
-    if isinstance(url, str) and url.startswith(prefix) and not url.startswith(prefix + "/"):
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
         rest = url[len(prefix):]
-        if rest and rest != ":memory:":
-            db["url"] = prefix + str(base / rest)
-    return data
+        if rest and not rest.startswith(":memory:"):
+            url = prefix + str(base / rest)
+    database = config.database.model_copy(update={"url": url})
+    return config.model_copy(update={"keys": keys, "trust": trust, "database": database})
 
 
 def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:
-    data = _resolve(data, base)
-    if "database" not in data:
-        data["database"] = {"url": "sqlite+aiosqlite:///" + str(base / "tongban.db")}
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -157,6 +160,7 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayCon
         if err["type"] == "extra_forbidden":
             msg = "unknown option"
         raise ConfigError(f"{source}: {where}: {msg}") from None
+    return _resolve(config, base)
 
 
 def load_config(path: Path) -> GatewayConfig:

@@ -8,8 +8,8 @@ stopped and started again on the same port and database to simulate outages and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import hashlib
 import hmac
 import json

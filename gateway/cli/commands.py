@@ -169,7 +169,7 @@ def registry_publish(config: GatewayConfig) -> None:
     asyncio.run(_with_alliance(config, action))
 
 
-def registry_show(config: GatewayConfig, version: int | None) -> None:
+def registry_show(config: GatewayConfig, version: int | None, *, raw: bool = False) -> None:
     async def run() -> None:
         engine = make_engine(config.database.url)
         try:
@@ -182,6 +182,9 @@ def registry_show(config: GatewayConfig, version: int | None) -> None:
             raise AllianceError("no registry version stored" if version is None
                                 else f"no registry version {version} stored")
         snapshot = verify_version(stored.jws, load_anchor(config.trust.anchor))
+        if raw:
+            out(snapshot.jws)
+            return
         out(json.dumps(snapshot.claims.model_dump(mode="json", exclude_none=True),
                        ensure_ascii=False, indent=2))
 

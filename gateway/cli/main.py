@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("show", help="print the held registry version")
     _config_arg(q)
     q.add_argument("--version", type=int, default=None, help="a stored version number")
+    q.add_argument("--jws", action="store_true",
+                   help="print the signed JWS itself (to export it for `registry verify`)")
     q = sub.add_parser("verify", help="verify a registry JWS (file or URL) against an anchor")
     q.add_argument("--anchor", type=Path, required=True, help="trust anchor JSON file")
     q.add_argument("source", help="file holding the JWS, or a /registry/v1/... URL")
@@ -160,7 +162,7 @@ def dispatch(args: argparse.Namespace) -> None:
         elif action == "publish":
             commands.registry_publish(_load(args.config))
         else:
-            commands.registry_show(_load(args.config), args.version)
+            commands.registry_show(_load(args.config), args.version, raw=args.jws)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

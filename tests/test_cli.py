@@ -1,0 +1,152 @@
+"""The CLI: the admin verbs work end to end, and bad input is one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.main import main
+from gateway.keystore import KeyStore
+
+
+def operator_config(tmp_path: Path) -> Path:
+    folder = tmp_path / "kunming"
+    folder.mkdir()
+    path = folder / "tongban.toml"
+    path.write_text('[member]\nid = "CN-530100"\nname = "昆明市"\n'
+                    '[server]\nport = 18700\n[operator]\nalliance = "yunshangban"\n',
+                    encoding="utf-8")
+    return path
+
+
+def member_config(tmp_path: Path) -> Path:
+    folder = tmp_path / "doumen"
+    folder.mkdir()
+    path = folder / "tongban.toml"
+    path.write_text('[member]\nid = "CN-440403"\n[server]\nport = 18701\n'
+                    '[registry]\nurl = "http://127.0.0.1:18700/registry/v1"\n', encoding="utf-8")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(result: tuple[int, str, str], fragment: str) -> None:
+    code, _, err = result
+    assert code == 1
+    lines = [line for line in err.splitlines() if not line.startswith("20")]  # drop log lines
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tongban: error: ")
+    assert fragment in lines[0]
+
+
+def test_alliance_lifecycle_through_the_cli(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    op = operator_config(tmp_path)
+    member = member_config(tmp_path)
+    code, out, _ = run(capsys, "alliance", "init", "-c", str(op), "--name", "昆明市")
+    assert code == 0 and "registry version 1 published" in out
+    anchor = op.parent / "anchor.json"
+    assert json.loads(anchor.read_text())["operator"] == "CN-530100"
+
+    code, out, _ = run(capsys, "key", "init", "-c", str(member))
+    assert code == 0 and "created EdDSA key" in out
+    jwks = tmp_path / "doumen.jwks"
+    store = KeyStore(member.parent / "keys")
+    store.load()
+    jwks.write_text(json.dumps(store.public_jwks()))
+
+    code, out, _ = run(capsys, "member", "add", "-c", str(op), "CN-440403", "--name", "斗门区",
+                       "--endpoint", "http://127.0.0.1:18701", "--keys-file", str(jwks),
+                       "--item", "CN-YDJY-0001:异地就医备案:online,proxy")
+    assert code == 0 and "registry version 2" in out
+    code, out, _ = run(capsys, "member", "suspend", "-c", str(op), "CN-440403")
+    assert code == 0 and "suspended" in out and "version 3" in out
+    code, out, _ = run(capsys, "member", "list", "-c", str(op))
+    assert "CN-440403  suspended" in out
+    code, out, _ = run(capsys, "member", "reinstate", "-c", str(op), "CN-440403")
+    assert code == 0 and "active" in out
+    code, out, _ = run(capsys, "registry", "publish", "-c", str(op))
+    assert code == 0 and "version 5" in out
+    code, out, _ = run(capsys, "registry", "show", "-c", str(op))
+    shown = json.loads(out)
+    assert shown["version"] == 5
+    assert [m["status"] for m in shown["members"]] == ["active", "active"]
+    assert shown["members"][1]["items"][0]["modes"] == ["online", "proxy"]
+
+    # Offline verification of an exported version against the anchor.
+    code, out, _ = run(capsys, "registry", "show", "-c", str(op), "--version", "2")
+    assert json.loads(out)["version"] == 2
+    code, out, _ = run(capsys, "registry", "show", "-c", str(op), "--jws")
+    exported = tmp_path / "v5.jwt"
+    exported.write_text(out)
+    code, out, _ = run(capsys, "registry", "verify", "--anchor", str(anchor), str(exported))
+    assert code == 0 and "signature valid" in out and "version 5" in out
+    tampered = tmp_path / "tampered.jwt"
+    token = exported.read_text()
+    tampered.write_text(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+    assert_one_line_error(run(capsys, "registry", "verify", "--anchor", str(anchor),
+                              str(tampered)), "signature")
+
+    # Bad input changes nothing.
+    assert_one_line_error(run(capsys, "member", "add", "-c", str(op), "CN-12", "--endpoint",
+                              "http://x", "--keys-file", str(jwks)), "id")
+    assert_one_line_error(run(capsys, "member", "suspend", "-c", str(op), "CN-999999"),
+                          "not a member")
+    assert_one_line_error(run(capsys, "member", "add", "-c", str(op), "CN-430725",
+                              "--endpoint", "http://127.0.0.1:1", "--keys-file",
+                              str(tmp_path / "missing.jwks")), "cannot read")
+    assert_one_line_error(run(capsys, "member", "add", "-c", str(op), "CN-430725",
+                              "--endpoint", "http://127.0.0.1:1", "--keys-file", str(jwks),
+                              "--item", "bad"), "CODE:NAME:MODES")
+    assert_one_line_error(run(capsys, "alliance", "init", "-c", str(op)), "already initialised")
+    code, out, _ = run(capsys, "registry", "show", "-c", str(op))
+    assert json.loads(out)["version"] == 5  # nothing was published by the failures
+
+
+def test_key_rotation_verbs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    member = member_config(tmp_path)
+    assert run(capsys, "key", "init", "-c", str(member))[0] == 0
+    assert_one_line_error(run(capsys, "key", "init", "-c", str(member)), "already holds keys")
+    assert run(capsys, "key", "rotate", "-c", str(member))[0] == 0
+    code, out, _ = run(capsys, "key", "list", "-c", str(member))
+    kids = [line.split()[0] for line in out.splitlines()]
+    assert len(kids) == 2
+    assert run(capsys, "key", "retire", "-c", str(member), kids[0])[0] == 0
+    _, out, _ = run(capsys, "key", "list", "-c", str(member))
+    assert [line.split()[0] for line in out.splitlines()] == kids[1:]
+    assert_one_line_error(run(capsys, "key", "retire", "-c", str(member), kids[1]),
+                          "only key")
+    assert_one_line_error(run(capsys, "key", "retire", "-c", str(member), "nope"), "no key")
+
+
+def test_config_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(run(capsys, "serve", "-c", str(tmp_path / "none.toml")),
+                          "cannot read config")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[member]\nid = "CN-440403"\n[server]\nport = "eighty"\n')
+    assert_one_line_error(run(capsys, "serve", "-c", str(bad)), "server.port")
+    assert_one_line_error(run(capsys, "config", "check", "-c", str(bad)), "server.port")
+    good = member_config(tmp_path)
+    assert_one_line_error(run(capsys, "serve", "-c", str(good)), "no keys")
+    assert_one_line_error(run(capsys, "member", "list", "-c", str(good)), "[operator]")
+
+
+def test_send_validates_before_queueing(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    member = member_config(tmp_path)
+    assert_one_line_error(run(capsys, "send", "-c", str(member), "--to", "CN-430725",
+                              "--body", "{not json"), "--body is not JSON")
+    assert_one_line_error(run(capsys, "send", "-c", str(member), "--to", "CN-430725",
+                              "--case", "nope"), "--case")
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["member", "frobnicate"])
+    assert info.value.code == 2

@@ -1,0 +1,101 @@
+"""Every route answers errors as RFC 9457 problem+json with a stable code (Datasette's habit).
+
+The table below must name every route the app serves; a new route without an error case here
+fails `test_every_route_is_covered`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fedkit import DOUMEN, DbFactory, Federation, build_federation
+
+ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
+    # (route method, route path, request method, request path, status, code)
+    ("POST", "/federation/v1/messages", "GET", "/federation/v1/messages", 405,
+     "method-not-allowed"),
+    ("POST", "/federation/v1/messages", "POST", "/federation/v1/messages", 400, "malformed"),
+    ("GET", "/federation/v1/keys", "DELETE", "/federation/v1/keys", 405, "method-not-allowed"),
+    ("GET", "/federation/v1/info", "POST", "/federation/v1/info", 405, "method-not-allowed"),
+    ("GET", "/healthz", "PUT", "/healthz", 405, "method-not-allowed"),
+    ("GET", "/registry/v1/current", "POST", "/registry/v1/current", 405, "method-not-allowed"),
+    ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/abc", 400, "malformed"),
+    ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/999", 404, "not-found"),
+]
+MEMBER_CASES = [
+    # a member that is not the operator has no registry to serve
+    ("GET", "/registry/v1/current", 404, "not-found"),
+    ("GET", "/registry/v1/versions/1", 404, "not-found"),
+    ("GET", "/no/such/route", 404, "not-found"),
+]
+
+
+@pytest.fixture
+async def fed(tmp_path: Path, db_factory: DbFactory) -> AsyncIterator[Federation]:
+    federation = await build_federation(tmp_path, db_factory, (DOUMEN,))
+    try:
+        yield federation
+    finally:
+        await federation.close()
+
+
+def assert_problem(status: int, content_type: str, text: str, expected_status: int,
+                   code: str) -> None:
+    assert status == expected_status, text
+    assert content_type == "application/problem+json"
+    doc = json.loads(text)
+    assert set(doc) == {"type", "title", "status", "detail", "instance"}
+    assert doc["type"] == f"urn:tongban:error:{code}"
+    assert doc["status"] == expected_status
+    assert isinstance(doc["title"], str) and doc["title"]
+    assert isinstance(doc["detail"], str)
+    assert doc["instance"].startswith("urn:uuid:")
+
+
+async def test_every_route_is_covered(fed: Federation) -> None:
+    assert fed.operator.app is not None
+    served = set()
+    for route in fed.operator.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        served.add((route.method, path))
+    covered = {(m, p) for m, p, *_ in ERROR_CASES}
+    assert served == covered
+
+
+async def test_errors_are_problem_json(fed: Federation) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _, _, method, path, status, code in ERROR_CASES:
+            async with session.request(method, fed.operator.url + path,
+                                       headers={"Content-Type": "application/json"},
+                                       data=b"{}") as resp:
+                assert_problem(resp.status, resp.content_type, await resp.text(), status, code)
+                assert resp.headers["X-Request-Id"]
+        for method, path, status, code in MEMBER_CASES:
+            async with session.request(method, fed[DOUMEN].url + path) as resp:
+                assert_problem(resp.status, resp.content_type, await resp.text(), status, code)
+
+
+async def test_discovery_endpoints(fed: Federation) -> None:
+    doumen = fed[DOUMEN]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(doumen.url + "/federation/v1/info") as resp:
+            info = await resp.json()
+        async with session.get(doumen.url + "/federation/v1/keys") as resp:
+            assert resp.content_type == "application/jwk-set+json"
+            jwks = await resp.json(content_type=None)
+        async with session.get(fed.operator.url + "/registry/v1/current") as resp:
+            assert resp.content_type == "application/jwt"
+            current = await resp.text()
+    assert info["member"] == DOUMEN and info["alliance"] == "yunshangban"
+    assert info["protocol"] == 1 and info["registry_version"] == 2
+    assert info["registry_expires_at"].endswith("Z")
+    assert [k["kid"] for k in jwks["keys"]] == [doumen.signing_key().kid]
+    assert all("d" not in k for k in jwks["keys"])
+    assert current.count(".") == 2
