@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -185,6 +184,8 @@ class RegistryHolder:
 
     async def poll_forever(self, interval: float) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.refresh()
+            except Exception:
+                log.exception("registry poll failed; the held version is kept")
             await asyncio.sleep(interval)

@@ -115,6 +115,7 @@ def test_key_rotation_verbs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert_one_line_error(run(capsys, "key", "init", "-c", str(member)), "already holds keys")
     assert run(capsys, "key", "rotate", "-c", str(member))[0] == 0
     code, out, _ = run(capsys, "key", "list", "-c", str(member))
+    assert code == 0
     kids = [line.split()[0] for line in out.splitlines()]
     assert len(kids) == 2
     assert run(capsys, "key", "retire", "-c", str(member), kids[0])[0] == 0
