@@ -24,7 +24,7 @@ from gateway.keystore import KeyStore
 from registry.document import Item, Member, Role, Status
 from registry.snapshot import RegistrySnapshot
 from registry.versions import build_next, sign_version, verify_version
-from trust.anchor import TrustAnchor, anchor_document, load_anchor, parse_anchor
+from trust.anchor import TrustAnchor, anchor_document, load_anchor
 from trust.clock import Clock
 from trust.errors import ConfigError, ErrorCode, RegistryError, TongbanError
 from trust.keyring import VerifyingKey
@@ -151,8 +151,7 @@ class Alliance:
 
     async def _publish(self, current: RegistrySnapshot | None,
                        members: Sequence[Member]) -> Published:
-        anchor = self._anchor() if current is not None else parse_anchor(
-            json.loads(self._config.trust.anchor.read_text(encoding="utf-8")))
+        anchor = self._anchor()
         now = self._clock()
         try:
             claims = build_next(current, operator=self.member_id, alliance=self._operator.alliance,

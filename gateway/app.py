@@ -11,12 +11,12 @@ import aiohttp
 from aiohttp import web
 
 from gateway import appkeys as K
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, check_serving
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
 from gateway.federation.inbox import Inbox, InboxSettings
 from gateway.federation.messages import HandlerRegistry, default_handlers
-from gateway.federation.outbox import DeliveryContext, Dispatcher
+from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
 from gateway.http import federation, registry
 from gateway.http.problems import problem_middleware
@@ -29,6 +29,7 @@ from gateway.registry_client import (
 )
 from trust.anchor import load_anchor
 from trust.clock import Clock, system_clock
+from trust.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,12 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app[K.KEYS] = keys
     app[K.SIGNER] = Signer(config.member_id, keys)
     app[K.HANDLERS] = handlers if handlers is not None else default_handlers()
+    check_serving(config)
     anchor = load_anchor(config.trust.anchor)
+    if not config.is_operator and not endpoint_allowed(config.registry_url(),
+                                                       config.federation.development_mode):
+        raise ConfigError("registry.url: must be https:// (plain http only to loopback or with "
+                          "federation.development_mode = true)")
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = make_engine(config.database.url)

@@ -128,6 +128,12 @@ class GatewayConfig(_Section):
         return None
 
 
+def check_serving(config: GatewayConfig) -> None:
+    """Checks that need the whole config: a gateway must know where its registry comes from."""
+    if not config.is_operator and not config.registry.url:
+        raise ConfigError("registry.url: required for a member (the operator's /registry/v1 URL)")
+
+
 def _absolute(path: Path, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import aiohttp
 
 from gateway.alliance import Alliance
+from gateway.cli.commands import queue_and_wait
 from gateway.config import GatewayConfig, load_config
 from gateway.db.engine import create_schema, make_engine
-from gateway.db.repos import InboxRepo, OutboxRepo, OutboxState
-from gateway.federation.outbox import enqueue
+from gateway.db.repos import InboxRepo
 from gateway.keystore import KeyStore
 from registry.document import Item, Member, Mode, Role, Status
 from trust.errors import TongbanError
@@ -139,22 +139,9 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, deadline: float,
 
 async def send_and_wait(cfg: GatewayConfig, *, to: str, type_: str, case_id: str,
                         body: dict[str, object], deadline: float) -> str:
-    engine = make_engine(cfg.database.url)
-    try:
-        repo = OutboxRepo(engine)
-        async with engine.begin() as conn:
-            entry = await enqueue(conn, repo, dest=to, type_=type_, body=body, case_id=case_id,
-                                  now=time.time())
-        while time.monotonic() < deadline:
-            current = await repo.get(entry.id)
-            if current is not None and current.state == OutboxState.DELIVERED:
-                return str(current.receipt_status)
-            if current is not None and current.state == OutboxState.DEAD:
-                raise TongbanError(f"{type_} parked as dead letter: {current.last_error}")
-            await asyncio.sleep(0.05)
-    finally:
-        await engine.dispose()
-    raise TongbanError(f"{type_} to {to} not delivered in time")
+    _, status = await queue_and_wait(cfg, to=to, type_=type_, case_id=case_id, body=body,
+                                     wait=max(deadline - time.monotonic(), 1.0))
+    return status
 
 
 async def inbox_lines(cfg: GatewayConfig) -> list[str]:

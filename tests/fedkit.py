@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway import appkeys as K
 from gateway.alliance import Alliance, Published
 from gateway.app import create_app
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig, load_config
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.repos import InboxEntry, InboxRepo, OutboxEntry, OutboxRepo, OutboxState
 from gateway.federation.messages import HandlerRegistry, InboundMessage, default_handlers
@@ -258,7 +258,26 @@ def node_config(root: Path, member_id: str, port: int, db_url: str, operator_por
         data["operator"] = {"alliance": "yunshangban"}
     for section, values in (extra or {}).items():
         data.setdefault(section, {}).update(values)
-    return parse_config(data, source=f"{member_id} test config", base=folder)
+    path = folder / "tongban.toml"
+    path.write_text(to_toml(data), encoding="utf-8")
+    return load_config(path)
+
+
+def to_toml(data: Mapping[str, Mapping[str, Any]]) -> str:
+    """Enough TOML for gateway configs (sections of scalars); tests use real config files."""
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                rendered = "true" if value else "false"
+            elif isinstance(value, int | float):
+                rendered = repr(value)
+            else:
+                rendered = json.dumps(str(value), ensure_ascii=False)
+            lines.append(f"{key} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 async def build_federation(root: Path, db_factory: DbFactory,

@@ -151,3 +151,27 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["member", "frobnicate"])
     assert info.value.code == 2
+
+
+async def test_send_verb_delivers_through_the_running_gateway(tmp_path: Path,
+                                                              db_factory: object) -> None:
+    """`tongban send` queues in the member's outbox; the running gateway delivers it."""
+    import asyncio
+    import sys
+
+    from fedkit import DOUMEN, TAOYUAN, build_federation
+
+    fed = await build_federation(tmp_path, db_factory)  # type: ignore[arg-type]
+    try:
+        config = fed[DOUMEN].config.keys.dir.parent / "tongban.toml"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli.main", "send", "-c", str(config), "--to", TAOYUAN,
+            "--type", "case.submit", "--body", '{"item": "CN-YLBX-0001"}', "--wait", "30",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        assert "delivered: receipt status accepted, verified" in out.decode()
+        [stored] = await fed[TAOYUAN].inbox()
+        assert stored.iss == DOUMEN and stored.type == "case.submit"
+    finally:
+        await fed.close()

@@ -6,20 +6,21 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from gateway.alliance import Alliance, AllianceError
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, check_serving
 from gateway.db.engine import create_schema, make_engine
-from gateway.db.repos import OutboxRepo, OutboxState, RegistryRepo
+from gateway.db.repos import OutboxEntry, OutboxRepo, OutboxState, RegistryRepo
 from gateway.federation.messages import CASE_ID_RE
 from gateway.federation.outbox import enqueue
 from gateway.keystore import KeyStore
-from registry.document import Item, Member, Role, Status
+from registry.document import MEMBER_ID_RE, Item, Member, Role, Status
 from registry.versions import verify_version
 from trust.anchor import load_anchor
 from trust.errors import ConfigError, TongbanError
@@ -255,40 +256,58 @@ def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, bod
         raise AllianceError(f"--body is not JSON: {exc.msg}") from None
     if not isinstance(payload, dict):
         raise AllianceError("--body must be a JSON object")
+    if not MEMBER_ID_RE.match(to):
+        raise AllianceError("--to must be a member id like CN-430725")
     if case_id is not None and not CASE_ID_RE.match(case_id):
         raise AllianceError("--case must be '<member id>:<UUID>'")
     if type_.startswith("case.") and case_id is None:
-        import uuid
-
         case_id = f"{config.member_id}:{uuid.uuid4()}"
 
     async def run() -> None:
-        engine = make_engine(config.database.url)
-        try:
-            await create_schema(engine)
-            repo = OutboxRepo(engine)
-            async with engine.begin() as conn:
-                entry = await enqueue(conn, repo, dest=to, type_=type_, body=payload,
-                                      case_id=case_id, now=time.time())
-            out(f"queued {type_} to {to} (outbox #{entry.id}, case {case_id or '-'})")
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                current = await repo.get(entry.id)
-                if current is not None and current.state == OutboxState.DELIVERED:
-                    out(f"delivered: receipt status {current.receipt_status}, verified")
-                    return
-                if current is not None and current.state == OutboxState.DEAD:
-                    raise AllianceError(f"not delivered: {current.last_error}")
-                await asyncio.sleep(0.2)
-            raise AllianceError(f"no receipt within {wait:g} s; the message stays queued "
-                                f"(is `tongban serve` running for {config.member_id}?)")
-        finally:
-            await engine.dispose()
+        _, status = await queue_and_wait(config, to=to, type_=type_, case_id=case_id,
+                                             body=payload, wait=wait,
+                                             queued=lambda e: out(
+                                                 f"queued {type_} to {to} (outbox #{e.id}, "
+                                                 f"case {case_id or '-'})"))
+        out(f"delivered: receipt status {status}, verified")
 
     asyncio.run(run())
 
 
+async def queue_and_wait(config: GatewayConfig, *, to: str, type_: str, case_id: str | None,
+                         body: dict[str, Any], wait: float,
+                         queued: Callable[[OutboxEntry], None] | None = None
+                         ) -> tuple[OutboxEntry, str]:
+    """Queue a message in the member's outbox and wait for the running gateway to deliver it.
+
+    The CLI never delivers by itself: the running gateway owns delivery, so a message sent this
+    way gets the same retries, ordering and receipt checks as any other.
+    """
+    engine = make_engine(config.database.url)
+    try:
+        await create_schema(engine)
+        repo = OutboxRepo(engine)
+        async with engine.begin() as conn:
+            entry = await enqueue(conn, repo, dest=to, type_=type_, body=body, case_id=case_id,
+                                  now=time.time())
+        if queued is not None:
+            queued(entry)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            current = await repo.get(entry.id)
+            if current is not None and current.state == OutboxState.DELIVERED:
+                return current, str(current.receipt_status)
+            if current is not None and current.state == OutboxState.DEAD:
+                raise AllianceError(f"{type_} to {to} not delivered: {current.last_error}")
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+    raise AllianceError(f"no receipt for {type_} to {to} within {wait:g} s; the message stays "
+                        f"queued (is `tongban serve` running for {config.member_id}?)")
+
+
 def check_config(config: GatewayConfig) -> None:
+    check_serving(config)
     keystore(config).load()
     load_anchor(config.trust.anchor)
     make_engine(config.database.url)

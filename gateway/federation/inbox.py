@@ -76,16 +76,16 @@ class Inbox:
         # 3. issuer in the registry (fail closed when the registry is stale)
         snapshot = self._holder.require_fresh()
         iss = parsed.iss
+        # An unknown member or kid may be an admission or a key rotation published after our
+        # last poll: refresh once (rate-limited) before refusing, so rotations never bounce.
+        if snapshot.get_key(iss, parsed.kid) is None and await self._holder.refresh_soon():
+            snapshot = self._holder.require_fresh()
         sender = snapshot.member(iss)
         if sender is None:
             raise VerificationError(f"{iss} is not in registry version {snapshot.version}",
                                     code=ErrorCode.UNKNOWN_MEMBER)
-        # 4. signature, with the key selected by (iss, kid); an unknown kid of a known member
-        # may be a rotation we have not seen yet, so refresh once before refusing.
+        # 4. signature, with the key selected by (iss, kid) from the registry only
         now = self._clock()
-        if snapshot.get_key(iss, parsed.kid) is None and await self._holder.refresh_soon():
-            snapshot = self._holder.require_fresh()
-            sender = snapshot.member(iss) or sender
         key = Keyring([snapshot]).lookup(iss, parsed.kid, now)
         jws.verify_signature(parsed, key)
         claims = parsed.claims

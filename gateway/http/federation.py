@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from gateway.appkeys import CLOCK, CONFIG, HOLDER, INBOX, KEYS
@@ -48,8 +50,6 @@ async def get_info(request: web.Request) -> web.Response:
     snapshot = request.app[HOLDER].current
     expires = None
     if snapshot is not None:
-        from datetime import UTC, datetime
-
         expires = datetime.fromtimestamp(snapshot.exp, UTC).isoformat().replace("+00:00", "Z")
     alliance = snapshot.claims.alliance if snapshot is not None else None
     return web.json_response({
