@@ -1,0 +1,171 @@
+"""A federation of gateway processes on one machine: config folders, founding, start and stop.
+
+Used by `tongban demo`, the benchmarks and the compose set-up, so all three run the same
+configs and the same founding steps an alliance admin takes with the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gateway.alliance import Alliance
+from gateway.config import GatewayConfig, load_config
+from gateway.db.engine import create_schema, make_engine
+from gateway.keystore import KeyStore
+from registry.document import Item, Member, Role, Status
+from trust.errors import TongbanError
+
+
+@dataclass(frozen=True)
+class City:
+    member_id: str
+    name: str
+    slug: str
+
+
+@dataclass(frozen=True)
+class LocalGateway:
+    city: City
+    port: int
+    database_url: str = ""  # empty: a SQLite file named after the city, in its folder
+    items: tuple[Item, ...] = ()
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def config_text(gateway: LocalGateway, *, operator_url: str, alliance: str | None,
+                host: str = "127.0.0.1", public_url: str = "") -> str:
+    city = gateway.city
+    sections: dict[str, dict[str, Any]] = {
+        "member": {"id": city.member_id, "name": city.name},
+        "server": {"host": host, "port": gateway.port, **({"public_url": public_url}
+                                                           if public_url else {})},
+        "database": {"url": gateway.database_url or f"sqlite+aiosqlite:///{city.slug}.db"},
+        "keys": {"dir": "keys"},
+        "trust": {"anchor": "anchor.json"},
+        "registry": {"url": f"{operator_url}/registry/v1", "poll_interval": 30},
+        "delivery": {"poll_interval": 0.2, "initial_backoff": 0.2, "max_backoff": 5},
+    }
+    if alliance is not None:
+        sections["operator"] = {"alliance": alliance}
+    for name, values in gateway.settings.items():
+        sections.setdefault(name, {}).update(values)
+    lines = [f"# tongban gateway of {city.name} ({city.member_id})"]
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_configs(root: Path, operator: LocalGateway, members: Sequence[LocalGateway], *,
+                  alliance: str = "yunshangban") -> dict[str, Path]:
+    """One folder per city holding its `tongban.toml`; returns the path per member id."""
+    operator_url = f"http://127.0.0.1:{operator.port}"
+    paths = {}
+    for gateway in (operator, *members):
+        folder = root / gateway.city.slug
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "tongban.toml"
+        path.write_text(config_text(gateway, operator_url=operator_url,
+                                    alliance=alliance if gateway is operator else None),
+                        encoding="utf-8")
+        paths[gateway.city.member_id] = path
+    return paths
+
+
+async def found_alliance(operator: GatewayConfig, members: Sequence[GatewayConfig], *,
+                         operator_name: str, items: Mapping[str, Sequence[Item]] | None = None,
+                         roles: Sequence[Role] = (Role.SSO_ISSUER, Role.HANDLER, Role.RECEIVER),
+                         ) -> None:
+    """`alliance init`, then per member `key init`, pin the anchor, and `member add`."""
+    engine = make_engine(operator.database.url)
+    await create_schema(engine)
+    try:
+        alliance = Alliance(config=operator, engine=engine,
+                            keys=KeyStore(operator.keys.dir, operator.key_passphrase()),
+                            clock=time.time)
+        await alliance.init(name=operator.member.name)
+        anchor = operator.trust.anchor.read_bytes()
+        for cfg in members:
+            key = KeyStore(cfg.keys.dir, cfg.key_passphrase()).create()
+            cfg.trust.anchor.write_bytes(anchor)  # the member admin pins the operator's anchor
+            await alliance.add_member(Member(
+                id=cfg.member_id, name=cfg.member.name or cfg.member_id,
+                province=cfg.member_id[3:5], endpoint=cfg.server.endpoint(),
+                status=Status.ACTIVE, keys=(key.public_jwk(),), roles=tuple(roles),
+                items=tuple((items or {}).get(cfg.member_id, ()))))
+    finally:
+        await engine.dispose()
+
+
+def load_all(paths: Mapping[str, Path]) -> dict[str, GatewayConfig]:
+    return {member_id: load_config(path) for member_id, path in paths.items()}
+
+
+def start_process(args: Sequence[str], config_path: Path,
+                  log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `python -m <args> --config <path>` with its output in `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+            [sys.executable, "-m", *args, "--config", str(config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=config_path.parent)
+
+
+def start_gateway(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    return start_process(["gateway.cli.main", "serve"], config_path, log_path)
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, deadline: float,
+                     proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll /healthz until the gateway holds a fresh registry; fail fast if it exits."""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TongbanError(f"gateway at {url} exited with code {proc.returncode}; "
+                               f"see its log")
+        try:
+            async with session.get(url + "/healthz") as resp:
+                if resp.status == 200 and (await resp.json())["registry_fresh"]:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TongbanError(f"gateway at {url} did not become ready; see its log")
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """SIGTERM (graceful shutdown), then SIGKILL whatever does not stop in time."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
