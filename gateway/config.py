@@ -35,6 +35,7 @@ class ServerSection(_Section):
     port: int = Field(default=8700, ge=0, le=65535)
     public_url: str = ""
     shutdown_timeout: float = Field(default=10.0, gt=0)
+    reuse_port: bool = False
 
     def endpoint(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -12,6 +12,7 @@ def serve(config: GatewayConfig) -> None:
     app = create_app(config)
     web.run_app(app, host=config.server.host, port=config.server.port,
                 shutdown_timeout=config.server.shutdown_timeout, access_log=None,
+                reuse_port=config.server.reuse_port or None,
                 print=lambda _msg: print(
                     f"tongban {config.member_id} serving on "
                     f"http://{config.server.host}:{config.server.port}", flush=True))

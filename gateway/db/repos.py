@@ -220,6 +220,22 @@ class OutboxRepo:
                 select(func.count()).select_from(outbox).where(outbox.c.state == state)
             )).scalar_one())
 
+    async def delivery_times(self, first_id: int) -> list[tuple[float, float]]:
+        """(queued, delivered) times of delivered messages from `first_id` on."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(outbox.c.created_at, outbox.c.delivered_at)
+                .where(and_(outbox.c.id >= first_id, outbox.c.state == OutboxState.DELIVERED))
+            )).all()
+        return [(r.created_at, r.delivered_at) for r in rows]
+
+    async def count_from(self, first_id: int, state: str) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(
+                select(func.count()).select_from(outbox)
+                .where(and_(outbox.c.id >= first_id, outbox.c.state == state))
+            )).scalar_one())
+
     async def set_token(self, row_id: int, *, jti: str, token: str, token_exp: int) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
