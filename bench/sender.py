@@ -62,10 +62,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async def wait_delivered(first_id: int, count: int, limit: float) -> None:
             end = time.monotonic() + limit
-            while await repo.count_from(first_id, OutboxState.DELIVERED) < count:
+            while await repo.count_from(args.to, first_id, OutboxState.DELIVERED) < count:
                 if time.monotonic() > end:
                     raise SystemExit(f"only part of {count} delivered within {limit} s")
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
 
         warm = await queue(200)
         await wait_delivered(warm, 200, 60)

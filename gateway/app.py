@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway import appkeys as K
 from gateway.config import GatewayConfig, check_serving
+from gateway.db.batching import GroupCommitter
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
 from gateway.federation.inbox import Inbox, InboxSettings
@@ -60,7 +61,10 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         app[K.ENGINE] = engine
         app[K.REGISTRY_REPO] = RegistryRepo(engine)
         app[K.OUTBOX_REPO] = OutboxRepo(engine)
+        committer = GroupCommitter(engine)
+        app[K.COMMITTER] = committer
         yield
+        await committer.close()
         await engine.dispose()
 
     async def http_client(app: web.Application) -> AsyncIterator[None]:
@@ -102,7 +106,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     async def messaging(app: web.Application) -> AsyncIterator[None]:
         engine = app[K.ENGINE]
         ctx = DeliveryContext(
-            member_id=config.member_id, repo=app[K.OUTBOX_REPO],
+            member_id=config.member_id, repo=app[K.OUTBOX_REPO], committer=app[K.COMMITTER],
             destinations=DestinationRepo(engine), holder=app[K.HOLDER], signer=app[K.SIGNER],
             session=app[K.HTTP_CLIENT], settings=config.delivery,
             message_ttl=config.federation.message_ttl,
@@ -121,7 +125,8 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         app[K.INBOX] = Inbox(
             settings=InboxSettings(member_id=config.member_id,
                                    max_skew=config.federation.max_skew),
-            holder=app[K.HOLDER], signer=app[K.SIGNER], engine=engine, repo=InboxRepo(),
+            holder=app[K.HOLDER], signer=app[K.SIGNER], engine=engine,
+            committer=app[K.COMMITTER], repo=InboxRepo(),
             handlers=app[K.HANDLERS], clock=clock, on_peer_seen=peer_seen)
         task = asyncio.create_task(dispatcher.run(), name="outbox-dispatcher")
         yield

@@ -7,6 +7,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import GatewayConfig
+from gateway.db.batching import GroupCommitter
 from gateway.db.repos import OutboxRepo, RegistryRepo
 from gateway.federation.inbox import Inbox
 from gateway.federation.messages import HandlerRegistry
@@ -18,6 +19,7 @@ from trust.clock import Clock
 CONFIG = web.AppKey("config", GatewayConfig)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
+COMMITTER = web.AppKey("committer", GroupCommitter)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 KEYS = web.AppKey("keys", KeyStore)
 SIGNER = web.AppKey("signer", Signer)

@@ -25,8 +25,10 @@ from fedkit import (
 )
 
 from gateway import appkeys as K
-from gateway.db.repos import DestinationRepo, OutboxState
-from registry.document import Status
+from gateway.db.repos import OutboxState
+from gateway.federation.messages import BaseHandler
+from gateway.federation.registry_updates import RegistryUpdatedHandler
+from registry.document import Role, Status
 
 
 @pytest.fixture
@@ -47,10 +49,21 @@ async def published_keys(url: str) -> list[dict[str, Any]]:
     return keys
 
 
-async def hold_notices(fed: Federation, dest: str) -> None:
-    """Make the operator's `registry.updated` to `dest` wait, so `dest` lags one version."""
-    await DestinationRepo(fed.operator.engine).record_failure(
-        dest, failures=1, retry_at=fed.clock() + 3600, error="held by test")
+class IgnoredNotice(BaseHandler):
+    """Stands in for `registry.updated` on a member whose notices are late."""
+
+    sender_roles = frozenset({Role.OPERATOR})
+
+
+def ignore_notices(fed: Federation, member_id: str) -> None:
+    """Make `member_id` lag one registry version: the operator's notices change nothing."""
+    fed[member_id].handlers.register("registry.updated", IgnoredNotice())
+
+
+def heed_notices(fed: Federation, member_id: str) -> None:
+    node = fed[member_id]
+    assert node.app is not None
+    node.handlers.register("registry.updated", RegistryUpdatedHandler(node.app[K.HOLDER]))
 
 
 async def test_rotation_overlap_refuses_nothing_and_old_key_dies(fed: Federation) -> None:
@@ -66,7 +79,7 @@ async def test_rotation_overlap_refuses_nothing_and_old_key_dies(fed: Federation
     [first] = await doumen.wait_delivered(1)
 
     # Alliance admin: `tongban member sync-keys`, while Taoyuan is held one version behind.
-    await hold_notices(fed, TAOYUAN)
+    ignore_notices(fed, TAOYUAN)
     before = await taoyuan.registry_version()
     jwks = await published_keys(doumen.url)
     version = await fed.publish(lambda a: a.set_keys(DOUMEN, jwks))
@@ -79,7 +92,7 @@ async def test_rotation_overlap_refuses_nothing_and_old_key_dies(fed: Federation
     assert second.token is not None and new.kid in _header_kid(second.token)
     assert first.token is not None and old.kid in _header_kid(first.token)
     assert await taoyuan.registry_version() == version  # it refreshed on the unknown kid
-    await DestinationRepo(fed.operator.engine).record_success(TAOYUAN, fed.clock())
+    heed_notices(fed, TAOYUAN)
 
     # Member admin retires the old key; the operator syncs again.
     doumen.keys().retire(old.kid)
@@ -136,7 +149,7 @@ async def test_suspension_shuts_member_out_everywhere_and_reinstatement_resumes(
 
 async def test_suspension_takes_effect_within_one_poll_without_notice(fed: Federation) -> None:
     taoyuan = fed[TAOYUAN]
-    await hold_notices(fed, TAOYUAN)
+    ignore_notices(fed, TAOYUAN)
     version = await fed.publish(lambda a: a.set_status(DOUMEN, Status.SUSPENDED))
     assert taoyuan.app is not None
     assert await taoyuan.app[K.HOLDER].refresh()  # one scheduled poll

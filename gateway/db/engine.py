@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.db.schema import metadata
+from gateway.db.sqlite_inline import BUSY_TIMEOUT_SECONDS
 from trust.errors import ConfigError
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -26,9 +27,10 @@ def make_engine(url: str) -> AsyncEngine:
     if parsed.drivername.startswith("sqlite"):
         # One connection per process: SQLite has one writer anyway, and queueing in the pool is
         # cheaper than SQLITE_BUSY retries. BEGIN IMMEDIATE keeps the CLI and the gateway (two
-        # processes) from deadlocking on a read-to-write lock upgrade.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0,
-                                     connect_args={"timeout": 30})
+        # processes) from deadlocking on a read-to-write lock upgrade. Statements run inline on
+        # the event loop (see sqlite_inline for why and what it costs).
+        engine = create_async_engine(parsed.set(drivername="sqlite+tongban_inline"),
+                                     pool_size=1, max_overflow=0)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -36,7 +38,7 @@ def make_engine(url: str) -> AsyncEngine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

@@ -11,10 +11,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import case_sequences, destinations, inbox, outbox, registry_versions
+
+
+# Built once: constructing an INSERT per call costs more than executing it on SQLite.
+_INSERT_INBOX = insert(inbox)
+_INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,10 @@ class InboxRepo:
     async def insert(self, conn: AsyncConnection, *, jti: str, iss: str, type_: str,
                      case_id: str | None, seq: int | None, digest: str, content_digest: str,
                      token: str, receipt: str, now: float) -> None:
-        await conn.execute(insert(inbox).values(
-            jti=jti, iss=iss, type=type_, case_id=case_id, seq=seq, digest=digest,
-            content_digest=content_digest, token=token, receipt=receipt, received_at=now))
+        await conn.execute(_INSERT_INBOX, {
+            "jti": jti, "iss": iss, "type": type_, "case_id": case_id, "seq": seq,
+            "digest": digest, "content_digest": content_digest, "token": token,
+            "receipt": receipt, "received_at": now})
 
     async def list_all(self, engine: AsyncEngine) -> list[InboxEntry]:
         async with engine.connect() as conn:
@@ -125,6 +131,22 @@ class OutboxEntry:
     last_error: str | None
     receipt: str | None
     receipt_status: str | None
+
+
+@dataclass(frozen=True)
+class SignedCopy:
+    row_id: int
+    jti: str
+    token: str
+    token_exp: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    row_id: int
+    receipt: str
+    status: str
+    at: float
 
 
 class OutboxState:
@@ -170,9 +192,10 @@ class OutboxRepo:
                     .values(last_seq=seq))
         jti = str(uuid.uuid4())
         encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        result = await conn.execute(insert(outbox).values(
-            jti=jti, dest=dest, type=type_, case_id=case_id, seq=seq, payload=encoded,
-            state=OutboxState.PENDING, attempts=0, created_at=now).returning(outbox.c.id))
+        result = await conn.execute(_INSERT_OUTBOX, {
+            "jti": jti, "dest": dest, "type": type_, "case_id": case_id, "seq": seq,
+            "payload": encoded, "state": OutboxState.PENDING, "attempts": 0,
+            "created_at": now})
         row_id = result.scalar_one()
         return OutboxEntry(row_id, jti, dest, type_, case_id, seq, payload,
                            OutboxState.PENDING, None, None, 0, now, None, None, None)
@@ -205,11 +228,12 @@ class OutboxRepo:
             )).all()
         return [r.dest for r in rows]
 
-    async def pending_for(self, dest: str, limit: int) -> list[OutboxEntry]:
+    async def pending_for(self, dest: str, limit: int, after_id: int = 0) -> list[OutboxEntry]:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(
                 select(*self._cols)
-                .where(and_(outbox.c.dest == dest, outbox.c.state == OutboxState.PENDING))
+                .where(and_(outbox.c.dest == dest, outbox.c.state == OutboxState.PENDING,
+                            outbox.c.id > after_id))
                 .order_by(outbox.c.id).limit(limit)
             )).all()
         return [self._entry(r) for r in rows]
@@ -229,32 +253,40 @@ class OutboxRepo:
             )).all()
         return [(r.created_at, r.delivered_at) for r in rows]
 
-    async def count_from(self, first_id: int, state: str) -> int:
+    async def count_from(self, dest: str, first_id: int, state: str) -> int:
         async with self._engine.connect() as conn:
             return int((await conn.execute(
                 select(func.count()).select_from(outbox)
-                .where(and_(outbox.c.id >= first_id, outbox.c.state == state))
+                .where(and_(outbox.c.dest == dest, outbox.c.state == state,
+                            outbox.c.id >= first_id))
             )).scalar_one())
 
-    async def set_token(self, row_id: int, *, jti: str, token: str, token_exp: int) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-                jti=jti, token=token, token_exp=token_exp))
+    @staticmethod
+    async def set_tokens(conn: AsyncConnection, rows: list[SignedCopy]) -> None:
+        await conn.execute(
+            update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+                jti=bindparam("new_jti"), token=bindparam("new_token"),
+                token_exp=bindparam("new_token_exp")),
+            [{"row_id": r.row_id, "new_jti": r.jti, "new_token": r.token,
+              "new_token_exp": r.token_exp} for r in rows])
 
-    async def mark_delivered(self, row_id: int, *, receipt: str, status: str,
-                             now: float) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-                state=OutboxState.DELIVERED, receipt=receipt, receipt_status=status,
-                delivered_at=now, attempts=outbox.c.attempts + 1, last_attempt_at=now,
-                last_error=None))
+    @staticmethod
+    async def mark_delivered(conn: AsyncConnection, rows: list[Delivery]) -> None:
+        await conn.execute(
+            update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+                state=OutboxState.DELIVERED, receipt=bindparam("new_receipt"),
+                receipt_status=bindparam("new_status"), delivered_at=bindparam("at"),
+                attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"),
+                last_error=None),
+            [{"row_id": r.row_id, "new_receipt": r.receipt, "new_status": r.status,
+              "at": r.at} for r in rows])
 
-    async def mark_attempt_failed(self, row_id: int, *, error: str, now: float,
-                                  dead: bool) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
-                attempts=outbox.c.attempts + 1, last_attempt_at=now, last_error=error[:2000],
-                state=OutboxState.DEAD if dead else OutboxState.PENDING))
+    @staticmethod
+    async def mark_attempt_failed(conn: AsyncConnection, row_id: int, *, error: str,
+                                  now: float, dead: bool) -> None:
+        await conn.execute(update(outbox).where(outbox.c.id == row_id).values(
+            attempts=outbox.c.attempts + 1, last_attempt_at=now, last_error=error[:2000],
+            state=OutboxState.DEAD if dead else OutboxState.PENDING))
 
     async def retry_dead(self, *, now: float, row_id: int | None = None) -> int:
         """Put dead letters back in the queue (all of them when `row_id` is None)."""

@@ -13,8 +13,9 @@ from typing import Any
 
 import rfc8785
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db.batching import GroupCommitter
 from gateway.db.repos import InboxEntry, InboxRepo
 from gateway.federation.messages import (
     CASE_ID_RE,
@@ -22,6 +23,7 @@ from gateway.federation.messages import (
     HandlerRegistry,
     InboundMessage,
     InvalidBody,
+    MessageHandler,
     parse_attachments,
 )
 from gateway.federation.receipts import Receipt, ReceiptStatus, make_receipt
@@ -54,12 +56,14 @@ def content_digest(type_: str, case_id: str | None, seq: int | None,
 
 class Inbox:
     def __init__(self, *, settings: InboxSettings, holder: RegistryHolder, signer: Signer,
-                 engine: AsyncEngine, repo: InboxRepo, handlers: HandlerRegistry, clock: Clock,
+                 engine: AsyncEngine, committer: GroupCommitter, repo: InboxRepo,
+                 handlers: HandlerRegistry, clock: Clock,
                  on_peer_seen: Callable[[str], None] | None = None) -> None:
         self._settings = settings
         self._holder = holder
         self._signer = signer
         self._engine = engine
+        self._committer = committer
         self._repo = repo
         self._handlers = handlers
         self._clock = clock
@@ -112,12 +116,57 @@ class Inbox:
         if not UUID_RE.match(jti):
             raise VerificationError("jti must be a UUID", code=ErrorCode.MALFORMED)
         digest = sha256_b64url(parsed.raw.encode("ascii"))
-        # 8. replay (checked again inside the transaction; this is the cheap early answer)
-        async with self._engine.connect() as conn:
-            existing = await self._repo.by_jti(conn, jti)
-        if existing is not None:
-            return self._duplicate_or_replay(existing, digest, iss, jti, now)
-        # 9. type and body
+        # Signed outside the transaction; used only if the message turns out to be new.
+        signing_key = self._signer.current(snapshot)
+        accepted = make_receipt(signing_key, receiver=me, sender=iss, for_jti=jti, digest=digest,
+                                status=ReceiptStatus.ACCEPTED, now=now)
+
+        async def store(conn: AsyncConnection) -> InboundMessage:
+            # 9. type and body. A body error on a reused jti still answers `replay` (§4 order:
+            # replay before body), looked up only on this rare path.
+            try:
+                message, meaning = self._validate(parsed.raw, claims, handler, type_, digest,
+                                                  iss=iss, jti=jti, iat=iat, exp=exp)
+            except InvalidBody:
+                existing = await self._repo.by_jti(conn, jti)
+                if existing is not None:
+                    self._check_duplicate(existing, digest, iss)
+                raise
+            # 8 + 10. The unique constraints on jti and on (iss, case, seq) detect replays and
+            # resends; the row goes in before the handler runs, so a duplicate never reaches
+            # the case logic, and a handler refusal rolls the row back with everything else.
+            await self._repo.insert(conn, jti=jti, iss=iss, type_=type_,
+                                    case_id=message.case_id, seq=message.seq, digest=digest,
+                                    content_digest=meaning, token=parsed.raw,
+                                    receipt=accepted.token, now=now)
+            assert handler is not None
+            await handler.apply(conn, message)
+            return message
+
+        receipt: Receipt | None = accepted
+        message: InboundMessage | None = None
+        try:
+            message = await self._committer.run(store)
+        except IntegrityError:
+            await self._classify_conflict(jti, digest, iss, claims)
+            receipt = None
+        if receipt is None or message is None:
+            return make_receipt(signing_key, receiver=me, sender=iss, for_jti=jti,
+                                digest=digest, status=ReceiptStatus.DUPLICATE, now=now)
+        log.debug("message %s from %s stored", jti, iss)
+        if self._on_peer_seen is not None:
+            self._on_peer_seen(iss)
+        assert handler is not None
+        try:
+            await handler.after_commit(message)
+        except TongbanError as exc:
+            log.warning("after-commit step of %s failed: %s", type_, exc.detail)
+        return receipt
+
+    @staticmethod
+    def _validate(raw: str, claims: dict[str, Any], handler: MessageHandler | None, type_: str,
+                  digest: str, *, iss: str, jti: str, iat: int,
+                  exp: int) -> tuple[InboundMessage, str]:
         if handler is None:
             raise InvalidBody(f"message type {type_!r} is not supported")
         body = claims.get("body")
@@ -135,52 +184,33 @@ class Inbox:
             case_id = case_id if isinstance(case_id, str) else None
             seq = None
         handler.validate(body)
-        message = InboundMessage(token=parsed.raw, digest=digest, iss=iss, aud=me, jti=jti,
-                                 iat=iat, exp=exp, type=type_, case_id=case_id, seq=seq,
-                                 body=body, att=att)
-        # 10. store durably, then answer
-        signing_key = self._signer.current(snapshot)
-        meaning = content_digest(type_, case_id, seq, body, att_raw)
-        try:
-            async with self._engine.begin() as conn:
-                if case_id is not None and seq is not None:
-                    same_seq = await self._repo.by_case_seq(conn, iss, case_id, seq)
-                    if same_seq is not None:
-                        if same_seq.content_digest != meaning:
-                            raise VerificationError(
-                                f"seq {seq} of this case was already used for other content",
-                                code=ErrorCode.REPLAY)
-                        # A re-signed resend of a message we hold: receipt it, apply nothing.
-                        return make_receipt(signing_key, receiver=me, sender=iss, for_jti=jti,
-                                            digest=digest, status=ReceiptStatus.DUPLICATE,
-                                            now=now)
-                await handler.apply(conn, message)
-                receipt = make_receipt(signing_key, receiver=me, sender=iss, for_jti=jti,
-                                       digest=digest, status=ReceiptStatus.ACCEPTED, now=now)
-                await self._repo.insert(conn, jti=jti, iss=iss, type_=type_, case_id=case_id,
-                                        seq=seq, digest=digest, content_digest=meaning,
-                                        token=parsed.raw, receipt=receipt.token, now=now)
-        except IntegrityError:
-            # A concurrent delivery of the same jti won the race; answer as for a resend.
-            async with self._engine.connect() as conn:
-                existing = await self._repo.by_jti(conn, jti)
-            if existing is None:
-                raise
-            return self._duplicate_or_replay(existing, digest, iss, jti, now)
-        log.info("message stored", extra={"jti": jti, "iss": iss, "type": type_})
-        if self._on_peer_seen is not None:
-            self._on_peer_seen(iss)
-        try:
-            await handler.after_commit(message)
-        except TongbanError as exc:
-            log.warning("after-commit step of %s failed: %s", type_, exc.detail)
-        return receipt
+        message = InboundMessage(token=raw, digest=digest, iss=iss, aud=str(claims["aud"]),
+                                 jti=jti, iat=iat, exp=exp, type=type_, case_id=case_id,
+                                 seq=seq, body=body, att=att)
+        return message, content_digest(type_, case_id, seq, body, att_raw)
 
-    def _duplicate_or_replay(self, existing: InboxEntry, digest: str, iss: str, jti: str,
-                             now: float) -> Receipt:
+    async def _classify_conflict(self, jti: str, digest: str, iss: str,
+                                 claims: dict[str, Any]) -> None:
+        """A unique constraint fired: return for a harmless resend, raise `replay` otherwise."""
+        async with self._engine.connect() as conn:
+            existing = await self._repo.by_jti(conn, jti)
+            if existing is not None:
+                self._check_duplicate(existing, digest, iss)
+                return
+            case_id, seq = claims.get("case"), claims.get("seq")
+            same_seq = (await self._repo.by_case_seq(conn, iss, case_id, seq)
+                        if isinstance(case_id, str) and isinstance(seq, int) else None)
+        if same_seq is None:
+            raise VerificationError("message conflicts with a stored one", code=ErrorCode.REPLAY)
+        meaning = content_digest(str(claims.get("type")), case_id, seq, claims.get("body") or {},
+                                 claims.get("att"))
+        if same_seq.content_digest != meaning:
+            raise VerificationError("seq of this case was already used for other content",
+                                    code=ErrorCode.REPLAY)
+        # else: a re-signed resend of a message we hold; receipt it as a duplicate
+
+    @staticmethod
+    def _check_duplicate(existing: InboxEntry, digest: str, iss: str) -> None:
         if existing.digest != digest or existing.iss != iss:
             raise VerificationError("this jti was already used for other bytes",
                                     code=ErrorCode.REPLAY)
-        key = self._signer.current(self._holder.current)
-        return make_receipt(key, receiver=self._settings.member_id, sender=iss, for_jti=jti,
-                            digest=digest, status=ReceiptStatus.DUPLICATE, now=now)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -30,10 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from gateway.config import DeliverySection
-from gateway.db.repos import DestinationRepo, OutboxEntry, OutboxRepo
+from gateway.db.batching import GroupCommitter, WriteCoalescer
+from gateway.db.repos import Delivery, DestinationRepo, OutboxEntry, OutboxRepo, SignedCopy
 from gateway.federation.receipts import verify_receipt
 from gateway.keystore import Signer
 from gateway.registry_client import RegistryHolder
+from registry.snapshot import RegistrySnapshot
 from trust import jws
 from trust.clock import Clock
 from trust.errors import TongbanError
@@ -85,12 +88,16 @@ def endpoint_allowed(url: str, development_mode: bool) -> bool:
 class DeliveryContext:
     """What every peer queue shares; passed explicitly instead of a god object."""
 
-    def __init__(self, *, member_id: str, repo: OutboxRepo, destinations: DestinationRepo,
+    def __init__(self, *, member_id: str, repo: OutboxRepo, committer: GroupCommitter,
+                 destinations: DestinationRepo,
                  holder: RegistryHolder, signer: Signer, session: aiohttp.ClientSession,
                  settings: DeliverySection, message_ttl: int, development_mode: bool,
                  endpoint_overrides: dict[str, str], clock: Clock) -> None:
         self.member_id = member_id
         self.repo = repo
+        self.committer = committer
+        self.signed_copies = WriteCoalescer(committer, repo.set_tokens)
+        self.deliveries = WriteCoalescer(committer, repo.mark_delivered)
         self.destinations = destinations
         self.holder = holder
         self.signer = signer
@@ -111,108 +118,180 @@ class DeliveryContext:
 
 
 class PeerQueue:
+    """The delivery pipeline to one destination.
+
+    Up to `delivery.concurrency` messages are in flight at once, never two of the same case,
+    and a case's next message starts only after the previous one is settled (delivered or
+    parked), so order within a case holds. A transient failure backs off the destination;
+    nothing new starts until `retry_at`, and the failed message is retried first.
+    """
+
     def __init__(self, dest: str, ctx: DeliveryContext) -> None:
         self.dest = dest
         self._ctx = ctx
         self._wake = asyncio.Event()
+        self._buffer: dict[int, OutboxEntry] = {}
+        self._max_seen = 0
+        # task -> (case key, outbox id)
+        self._in_flight: dict[asyncio.Task[tuple[SendOutcome, OutboxEntry]], tuple[str, int]] = {}
+        self._failures = 0
+        self._retry_at = 0.0
+        self._rescan = True
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def _sleep(self, seconds: float) -> None:
+    async def reset_backoff(self) -> None:
+        """The peer just proved it is up: forget its backoff."""
+        if self._failures or self._retry_at:
+            self._failures, self._retry_at = 0, 0.0
+            await self._ctx.destinations.record_success(self.dest, self._ctx.clock())
+        self._rescan = True
+        self.wake()
+
+    async def _idle(self, seconds: float) -> None:
+        """Wait for new work, a finished send, or the timeout, whichever comes first."""
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, 0.0))
+        waiters: set[asyncio.Future[Any]] = set(self._in_flight)
+        wake = asyncio.ensure_future(self._wake.wait())
+        waiters.add(wake)
+        try:
+            await asyncio.wait(waiters, timeout=max(seconds, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
 
     async def run(self) -> None:
         ctx = self._ctx
-        while True:
-            try:
-                state = await ctx.destinations.get(self.dest)
-                delay = state.retry_at - ctx.clock()
-                if delay > 0:
-                    await self._sleep(min(delay, ctx.settings.poll_interval))
-                    continue
-                batch = await ctx.repo.pending_for(self.dest, ctx.settings.concurrency * 8)
-                if not batch:
-                    await self._sleep(ctx.settings.poll_interval)
-                    continue
-                await self._send_round(batch, state.failures)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("delivery loop for %s failed; retrying", self.dest)
-                await self._sleep(ctx.settings.poll_interval)
+        state = await ctx.destinations.get(self.dest)
+        self._failures, self._retry_at = state.failures, state.retry_at
+        try:
+            while True:
+                try:
+                    await self._step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("delivery loop for %s failed; retrying", self.dest)
+                    await self._idle(ctx.settings.poll_interval)
+        finally:
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    async def _send_round(self, batch: list[OutboxEntry], failures: int) -> None:
+    async def _step(self) -> None:
         ctx = self._ctx
-        heads: list[OutboxEntry] = []
-        seen_cases: set[str] = set()
-        for entry in batch:
-            key = entry.case_id or entry.jti
-            if key in seen_cases:
-                continue
-            seen_cases.add(key)
-            heads.append(entry)
-            if len(heads) >= ctx.settings.concurrency:
-                break
-        outcomes = await asyncio.gather(*(self._deliver(e) for e in heads))
-        transient = [o for o in outcomes if not o.delivered and not o.permanent]
-        if transient:
-            failures += 1
-            retry_in = ctx.backoff(failures)
-            await ctx.destinations.record_failure(self.dest, failures=failures,
-                                                  retry_at=ctx.clock() + retry_in,
-                                                  error=transient[0].error)
-            log.warning("delivery to %s failed (%s); retry in %.1f s", self.dest,
-                        transient[0].error, retry_in)
-        elif failures:
-            await ctx.destinations.record_success(self.dest, ctx.clock())
+        await self._settle_finished()
+        waiting = self._retry_at - ctx.clock()
+        if waiting > 0:
+            await self._idle(min(waiting, ctx.settings.poll_interval))
+            return
+        if self._rescan or len(self._buffer) < ctx.settings.concurrency * 4:
+            await self._refill()
+        started = self._start_eligible()
+        if not self._in_flight:
+            self._rescan = True  # idle: next time, look at the whole queue again
+            await self._idle(ctx.settings.poll_interval)
+        elif not started:
+            await self._idle(ctx.settings.poll_interval)
 
-    async def _deliver(self, entry: OutboxEntry) -> SendOutcome:
+    async def _refill(self) -> None:
+        ctx = self._ctx
+        if self._rescan:
+            # Start over from the database (dead letters may have been requeued meanwhile),
+            # keeping only what is in flight.
+            flying = self._flight_ids()
+            self._buffer = {k: v for k, v in self._buffer.items() if k in flying}
+        after = 0 if self._rescan else self._max_seen
+        rows = await ctx.repo.pending_for(self.dest, ctx.settings.concurrency * 16, after)
+        for row in rows:
+            if row.id not in self._buffer:
+                self._buffer[row.id] = row
+            self._max_seen = max(self._max_seen, row.id)
+        if self._rescan:
+            self._buffer = dict(sorted(self._buffer.items()))
+        self._rescan = False
+
+    def _flight_ids(self) -> set[int]:
+        return {entry_id for _, entry_id in self._in_flight.values()}
+
+    def _start_eligible(self) -> int:
+        ctx = self._ctx
+        busy_cases = {case for case, _ in self._in_flight.values()}
+        busy_ids = self._flight_ids()
+        seen: set[str] = set()
+        started = 0
+        for entry in self._buffer.values():
+            if len(self._in_flight) >= ctx.settings.concurrency:
+                break
+            case = entry.case_id or f"-{entry.id}"
+            if case in seen:
+                continue  # an earlier message of this case is not settled yet
+            seen.add(case)
+            if case in busy_cases or entry.id in busy_ids:
+                continue
+            task = asyncio.create_task(self._deliver(entry))
+            self._in_flight[task] = (case, entry.id)
+            started += 1
+        return started
+
+    async def _settle_finished(self) -> None:
+        ctx = self._ctx
+        for task in [t for t in self._in_flight if t.done()]:
+            del self._in_flight[task]
+            outcome, entry = task.result()
+            if outcome.delivered or outcome.permanent:
+                self._buffer.pop(entry.id, None)
+                if outcome.delivered and self._failures:
+                    self._failures, self._retry_at = 0, 0.0
+                    await ctx.destinations.record_success(self.dest, ctx.clock())
+                continue
+            self._buffer[entry.id] = entry  # keeps the stored token for the retry
+            if self._retry_at <= ctx.clock():  # one backoff step per outage window
+                self._failures += 1
+                retry_in = ctx.backoff(self._failures)
+                self._retry_at = ctx.clock() + retry_in
+                await ctx.destinations.record_failure(self.dest, failures=self._failures,
+                                                      retry_at=self._retry_at,
+                                                      error=outcome.error)
+                log.warning("delivery to %s failed (%s); retry in %.1f s", self.dest,
+                            outcome.error, retry_in)
+
+    async def _deliver(self, entry: OutboxEntry) -> tuple[SendOutcome, OutboxEntry]:
         ctx = self._ctx
         now = ctx.clock()
-        outcome = await self._attempt(entry, now)
+        outcome, entry = await self._attempt(entry, now)
         if outcome.delivered:
-            return outcome
+            return outcome, entry
         dead = outcome.permanent or (now - entry.created_at) > ctx.settings.dead_after
-        await ctx.repo.mark_attempt_failed(entry.id, error=outcome.error, now=now, dead=dead)
+        await ctx.committer.run(lambda conn: ctx.repo.mark_attempt_failed(
+            conn, entry.id, error=outcome.error, now=now, dead=dead))
         if dead:
             log.error("message %s to %s parked as dead letter: %s", entry.jti, self.dest,
                       outcome.error)
-            return SendOutcome(False, permanent=True, error=outcome.error)
-        return outcome
+            return SendOutcome(False, permanent=True, error=outcome.error), entry
+        return outcome, entry
 
-    async def _attempt(self, entry: OutboxEntry, now: float) -> SendOutcome:
+    async def _attempt(self, entry: OutboxEntry, now: float) -> tuple[SendOutcome, OutboxEntry]:
         ctx = self._ctx
         try:
             snapshot = ctx.holder.require_fresh()
         except TongbanError as exc:
-            return SendOutcome(False, error=exc.detail)
+            return SendOutcome(False, error=exc.detail), entry
         member = snapshot.member(self.dest)
         if member is None:
-            return SendOutcome(False, error=f"{self.dest} not in the registry")
+            return SendOutcome(False, error=f"{self.dest} not in the registry"), entry
         if not member.is_active:
-            return SendOutcome(False, error=f"{self.dest} is {member.status.value}")
+            return SendOutcome(False, error=f"{self.dest} is {member.status.value}"), entry
         endpoint = ctx.endpoint_overrides.get(self.dest) or member.endpoint
         if not endpoint_allowed(endpoint, ctx.development_mode):
             return SendOutcome(False, permanent=True,
-                               error=f"refusing plain http to non-loopback {endpoint}")
+                               error=f"refusing plain http to non-loopback {endpoint}"), entry
+        if entry.token is None or entry.token_exp is None or \
+                entry.token_exp - now < RESIGN_MARGIN:
+            entry = await self._sign(entry, snapshot, now)
         token, jti = entry.token, entry.jti
-        if token is None or entry.token_exp is None or entry.token_exp - now < RESIGN_MARGIN:
-            if token is not None:
-                jti = str(uuid.uuid4())  # expired bytes: a new message id for the new bytes
-            iat = int(now)
-            claims: dict[str, Any] = {
-                "iss": ctx.member_id, "aud": self.dest, "jti": jti, "iat": iat,
-                "exp": iat + ctx.message_ttl, "type": entry.type, **entry.payload,
-            }
-            if entry.case_id is not None:
-                claims["case"] = entry.case_id
-                claims["seq"] = entry.seq
-            token = jws.sign(claims, ctx.signer.current(snapshot), jws.TokenType.MESSAGE)
-            await ctx.repo.set_token(entry.id, jti=jti, token=token,
-                                     token_exp=iat + ctx.message_ttl)
+        assert token is not None
         digest = sha256_b64url(token.encode("ascii"))
         try:
             async with ctx.session.post(
@@ -223,19 +302,40 @@ class PeerQueue:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return SendOutcome(False, error=f"{type(exc).__name__}: {exc}"[:300])
+            return SendOutcome(False, error=f"{type(exc).__name__}: {exc}"[:300]), entry
         if status != 200:
             code = _problem_code(text)
             return SendOutcome(False, permanent=code in PERMANENT_CODES,
-                               error=f"HTTP {status} {code or ''}".strip())
+                               error=f"HTTP {status} {code or ''}".strip()), entry
         try:
             receipt = verify_receipt(text.strip(), snapshot=snapshot, receiver=self.dest,
                                      sender=ctx.member_id, for_jti=jti, digest=digest, now=now)
         except TongbanError as exc:
-            return SendOutcome(False, error=f"receipt refused: {exc.detail}")
-        await ctx.repo.mark_delivered(entry.id, receipt=receipt.token, status=receipt.status.value,
-                                      now=ctx.clock())
-        return SendOutcome(True)
+            return SendOutcome(False, error=f"receipt refused: {exc.detail}"), entry
+        delivered_at = ctx.clock()
+        await ctx.deliveries.add(Delivery(entry.id, receipt.token, receipt.status.value,
+                                          delivered_at))
+        return SendOutcome(True), entry
+
+    async def _sign(self, entry: OutboxEntry, snapshot: RegistrySnapshot,
+                    now: float) -> OutboxEntry:
+        """Sign the message and store the bytes before they leave, so a resend is identical."""
+        ctx = self._ctx
+        # Bytes that expired unanswered get a new message id: the same jti with other bytes
+        # would be refused as a replay.
+        jti = entry.jti if entry.token is None else str(uuid.uuid4())
+        iat = int(now)
+        claims: dict[str, Any] = {
+            "iss": ctx.member_id, "aud": self.dest, "jti": jti, "iat": iat,
+            "exp": iat + ctx.message_ttl, "type": entry.type, **entry.payload,
+        }
+        if entry.case_id is not None:
+            claims["case"] = entry.case_id
+            claims["seq"] = entry.seq
+        token = jws.sign(claims, ctx.signer.current(snapshot), jws.TokenType.MESSAGE)
+        exp = iat + ctx.message_ttl
+        await ctx.signed_copies.add(SignedCopy(entry.id, jti, token, exp))
+        return dataclasses.replace(entry, jti=jti, token=token, token_exp=exp)
 
 
 def _problem_code(text: str) -> str | None:
@@ -267,10 +367,9 @@ class Dispatcher:
 
     async def peer_seen(self, dest: str) -> None:
         """A peer just talked to us, so it is up: forget its backoff (Synapse does the same)."""
-        state = await self._ctx.destinations.get(dest)
-        if state.failures:
-            await self._ctx.destinations.record_success(dest, self._ctx.clock())
-            self.notify(dest)
+        queue = self._queues.get(dest)
+        if queue is not None:  # no queue: nothing pending for it, so no backoff to forget
+            await queue.reset_backoff()
 
     def _ensure(self, dest: str) -> None:
         if dest not in self._queues:
