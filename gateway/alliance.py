@@ -104,7 +104,8 @@ class Alliance:
     async def add_member(self, member: Member) -> Published:
         current = await self.current()
         if current.member(member.id) is not None:
-            raise AllianceError(f"{member.id} is already a member; use `member update`")
+            raise AllianceError(f"{member.id} is already a member; use `member sync-keys`, "
+                                f"`member suspend` or `member reinstate` to change it")
         for i, jwk in enumerate(member.keys):
             try:
                 VerifyingKey.from_jwk(member.id, jwk)

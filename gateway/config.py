@@ -117,15 +117,18 @@ class GatewayConfig(_Section):
     def key_passphrase(self) -> bytes | None:
         if self.keys.passphrase_env:
             value = os.environ.get(self.keys.passphrase_env)
-            if value is None:
+            if not value:
                 raise ConfigError(f"keys.passphrase_env: environment variable "
-                                  f"{self.keys.passphrase_env} is not set")
+                                  f"{self.keys.passphrase_env} is not set or empty")
             return value.encode()
         if self.keys.passphrase_file is not None:
             try:
-                return self.keys.passphrase_file.read_bytes().strip()
+                secret = self.keys.passphrase_file.read_bytes().strip()
             except OSError as exc:
                 raise ConfigError(f"keys.passphrase_file: {exc.strerror}") from None
+            if not secret:
+                raise ConfigError("keys.passphrase_file: the file is empty")
+            return secret
         return None
 
 

@@ -20,6 +20,7 @@ from trust.errors import ErrorCode, RegistryError
 log = logging.getLogger(__name__)
 
 MAX_CATCH_UP = 10_000
+STALE_POLL_INTERVAL = 3.0  # seconds between polls while no fresh registry is held
 
 
 class RegistrySource(Protocol):
@@ -183,9 +184,11 @@ class RegistryHolder:
         return await self.refresh()
 
     async def poll_forever(self, interval: float) -> None:
+        """Poll every `interval`; while no fresh registry is held, every few seconds."""
         while True:
             try:
                 await self.refresh()
             except Exception:
                 log.exception("registry poll failed; the held version is kept")
-            await asyncio.sleep(interval)
+            fresh = self._current is not None and not self._current.is_expired(self._clock())
+            await asyncio.sleep(interval if fresh else min(interval, STALE_POLL_INTERVAL))

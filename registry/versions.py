@@ -54,6 +54,10 @@ def verify_version(token: str, anchor: TrustAnchor) -> RegistrySnapshot:
         raise RegistryError("registry not signed by a pinned trust-anchor key",
                             code=ErrorCode.UNKNOWN_KEY)
     jws.verify_signature(parsed, key)
+    signed_at = parsed.claims.get("iat")
+    if not isinstance(signed_at, int) or not key.valid_at(signed_at):
+        raise RegistryError("registry signed outside the anchor key's validity period",
+                            code=ErrorCode.UNKNOWN_KEY)
     try:
         claims = RegistryClaims.model_validate(parsed.claims)
     except ValidationError as exc:

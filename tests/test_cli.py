@@ -175,3 +175,51 @@ async def test_send_verb_delivers_through_the_running_gateway(tmp_path: Path,
         assert stored.iss == DOUMEN and stored.type == "case.submit"
     finally:
         await fed.close()
+
+
+def test_outbox_verbs_list_and_requeue_dead_letters(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import time as _time
+
+    from gateway.db.engine import create_schema, make_engine
+    from gateway.db.repos import OutboxRepo
+    from gateway.federation.outbox import enqueue
+
+    member = member_config(tmp_path)
+    url = f"sqlite+aiosqlite:///{member.parent / 'tongban.db'}"
+
+    async def park() -> int:
+        engine = make_engine(url)
+        try:
+            await create_schema(engine)
+            repo = OutboxRepo(engine)
+            async with engine.begin() as conn:
+                entry = await enqueue(conn, repo, dest="CN-430725", type_="case.submit",
+                                      body={}, case_id=None, now=_time.time())
+                await repo.mark_attempt_failed(conn, entry.id, error="HTTP 422 invalid-body",
+                                               now=_time.time(), dead=True)
+            return entry.id
+        finally:
+            await engine.dispose()
+
+    row = asyncio.run(park())
+    code, out, _ = run(capsys, "outbox", "list", "-c", str(member), "--state", "dead")
+    assert code == 0 and f"#{row}" in out and "invalid-body" in out
+    assert_one_line_error(run(capsys, "outbox", "retry", "-c", str(member), "--id", "999"),
+                          "not a dead letter")
+    code, out, _ = run(capsys, "outbox", "retry", "-c", str(member), "--id", str(row))
+    assert code == 0 and out.startswith("1 dead letter(s)")
+    _, out, _ = run(capsys, "outbox", "list", "-c", str(member), "--state", "pending")
+    assert f"#{row}" in out
+    _, out, _ = run(capsys, "outbox", "list", "-c", str(member), "--state", "dead")
+    assert out == ""
+
+
+def test_database_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "pg"
+    folder.mkdir()
+    config = folder / "tongban.toml"
+    config.write_text('[member]\nid = "CN-440403"\n[database]\n'
+                      'url = "postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_db_tongban"\n')
+    assert_one_line_error(run(capsys, "outbox", "list", "-c", str(config)), "database")

@@ -306,6 +306,38 @@ async def queue_and_wait(config: GatewayConfig, *, to: str, type_: str, case_id:
                         f"queued (is `tongban serve` running for {config.member_id}?)")
 
 
+def outbox_list(config: GatewayConfig, state: str | None, limit: int) -> None:
+    async def run() -> list[OutboxEntry]:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            entries = await OutboxRepo(engine).list_entries(state=state, limit=limit)
+        finally:
+            await engine.dispose()
+        return entries
+
+    for e in asyncio.run(run()):
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e.created_at))
+        error = f"  {e.last_error}" if e.last_error and e.state != OutboxState.DELIVERED else ""
+        out(f"#{e.id:<6} {e.state:<9} {when} to {e.dest} {e.type:<24} "
+            f"attempts {e.attempts}{error}")
+
+
+def outbox_retry(config: GatewayConfig, row_id: int | None) -> None:
+    async def run() -> int:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            return await OutboxRepo(engine).retry_dead(now=time.time(), row_id=row_id)
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(run())
+    if row_id is not None and count == 0:
+        raise AllianceError(f"outbox #{row_id} is not a dead letter")
+    out(f"{count} dead letter(s) queued again; the running gateway delivers them")
+
+
 def check_config(config: GatewayConfig) -> None:
     check_serving(config)
     keystore(config).load()

@@ -8,13 +8,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from gateway.cli import commands
 from gateway.config import GatewayConfig, load_config
+from gateway.http.problems import RequestIdFilter
 from registry.document import Status
 from trust.errors import TongbanError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return int(text)
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -96,13 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(q)
     q.add_argument("kid")
 
+    p = verbs.add_parser("outbox", help="outgoing messages and dead letters (member admin)")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("list", help="list outgoing messages")
+    _config_arg(q)
+    q.add_argument("--state", choices=["pending", "delivered", "dead"], default=None,
+                   help="only messages in this state")
+    q.add_argument("--limit", type=_positive_int, default=50, help="at most this many (50)")
+    q = sub.add_parser("retry", help="put dead letters back in the queue")
+    _config_arg(q)
+    target = q.add_mutually_exclusive_group(required=True)
+    target.add_argument("--id", type=_positive_int, help="one dead letter, by outbox id")
+    target.add_argument("--all", action="store_true", help="every dead letter")
+
     p = verbs.add_parser("registry", help="registry versions")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = sub.add_parser("publish", help="publish a fresh version (operator)")
     _config_arg(q)
     q = sub.add_parser("show", help="print the held registry version")
     _config_arg(q)
-    q.add_argument("--version", type=int, default=None, help="a stored version number")
+    q.add_argument("--version", type=_positive_int, default=None,
+                   help="a stored version number")
     q.add_argument("--jws", action="store_true",
                    help="print the signed JWS itself (to export it for `registry verify`)")
     q = sub.add_parser("verify", help="verify a registry JWS (file or URL) against an anchor")
@@ -156,6 +179,12 @@ def dispatch(args: argparse.Namespace) -> None:
             commands.key_list(config)
         else:
             commands.key_retire(config, args.kid)
+    elif verb == "outbox":
+        config = _load(args.config)
+        if action == "list":
+            commands.outbox_list(config, args.state, args.limit)
+        else:
+            commands.outbox_retry(config, None if args.all else args.id)
     elif verb == "registry":
         if action == "verify":
             commands.registry_verify(args.anchor, args.source)
@@ -168,12 +197,25 @@ def dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        handlers=[handler])
     try:
         dispatch(args)
     except TongbanError as exc:
         commands.fail(exc.detail)
+        return EXIT_ERROR
+    except SQLAlchemyError as exc:
+        # e.g. PostgreSQL unreachable or the database missing: one line, no traceback.
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        commands.fail(f"database: {first}")
+        return EXIT_ERROR
+    except OSError as exc:
+        commands.fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -9,8 +9,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from gateway.db import sqlite_inline  # noqa: F401 - registers the sqlite+tongban_inline dialect
 from gateway.db.schema import metadata
-from gateway.db.sqlite_inline import BUSY_TIMEOUT_SECONDS
 from trust.errors import ConfigError
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -38,7 +38,6 @@ def make_engine(url: str) -> AsyncEngine:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import case_sequences, destinations, inbox, outbox, registry_versions
 
-
 # Built once: constructing an INSERT per call costs more than executing it on SQLite.
 _INSERT_INBOX = insert(inbox)
 _INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)

@@ -8,9 +8,9 @@ see bench/). For the embedded, single-process default this overhead bounded the 
 This module gives the same dialect a stand-in for `aiosqlite` whose coroutines call `sqlite3`
 directly and complete without suspending: SQL still goes through `sqlite3` with bound
 parameters, SQLAlchemy still builds every statement; only the thread is gone. The price is that
-a statement blocks the event loop while it runs, which is microseconds in WAL mode, and up to
-the busy timeout if another process (the CLI) holds the write lock, so the busy timeout is
-kept short. Deployments with several processes use PostgreSQL.
+a statement blocks the event loop while it runs, which is microseconds in WAL mode. Waiting for
+another connection's write lock does not block: SQLite's busy timeout is 0 and the wait is an
+asyncio sleep (`_while_busy`). Deployments with several processes use PostgreSQL.
 
 It relies on the shape SQLAlchemy's aiosqlite dialect expects of the `aiosqlite` module
 (checked by the test suite, which runs on this driver); SQLAlchemy is pinned below 2.2.
@@ -18,15 +18,39 @@ It relies on the shape SQLAlchemy's aiosqlite dialect expects of the `aiosqlite`
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 import types
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi, SQLiteDialect_aiosqlite
 
-BUSY_TIMEOUT_SECONDS = 5.0
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
+async def _while_busy(call: Callable[[], object]) -> None:
+    """Run `call`; while another connection holds the write lock, wait without blocking.
+
+    SQLite's own busy handler would sleep inside the call, freezing the event loop, and with it
+    the connection that holds the lock if that one lives in the same process: so the busy
+    timeout is 0 and the waiting happens here, on the loop.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = 0.001
+    while True:
+        try:
+            call()
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if ("locked" not in message and "busy" not in message) or \
+                    time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class _ImmediateQueue:
@@ -73,11 +97,12 @@ class InlineCursor:
         self._cursor.arraysize = value
 
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
-        self._cursor.execute(sql, parameters)
+        await _while_busy(lambda: self._cursor.execute(sql, parameters))
         return self
 
     async def executemany(self, sql: str, seq: Iterable[Any]) -> InlineCursor:
-        self._cursor.executemany(sql, seq)
+        rows = list(seq)
+        await _while_busy(lambda: self._cursor.executemany(sql, rows))
         return self
 
     async def fetchall(self) -> list[Any]:
@@ -108,8 +133,7 @@ class InlineConnection:
 
     async def _open(self) -> InlineConnection:
         kwargs = dict(self._kwargs)
-        kwargs["timeout"] = min(float(kwargs.get("timeout", BUSY_TIMEOUT_SECONDS)),
-                                BUSY_TIMEOUT_SECONDS)
+        kwargs["timeout"] = 0  # never sleep inside sqlite3; see _while_busy
         kwargs["check_same_thread"] = False  # pool clean-up may run on another thread
         self._conn = sqlite3.connect(self._database, **kwargs)
         return self

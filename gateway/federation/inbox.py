@@ -31,7 +31,7 @@ from gateway.keystore import Signer
 from gateway.registry_client import RegistryHolder
 from trust import jws
 from trust.clock import Clock
-from trust.errors import ErrorCode, TongbanError, VerificationError
+from trust.errors import ErrorCode, RegistryError, TongbanError, VerificationError
 from trust.keyring import Keyring
 from trust.keys import sha256_b64url
 
@@ -77,8 +77,13 @@ class Inbox:
             raise VerificationError("body is not a compact JWS", code=ErrorCode.MALFORMED) from None
         # 1-2. parse; typ and alg
         parsed = jws.parse(text, jws.TokenType.MESSAGE)
-        # 3. issuer in the registry (fail closed when the registry is stale)
-        snapshot = self._holder.require_fresh()
+        # 3. issuer in the registry (fail closed when the registry is stale, after one
+        # rate-limited attempt to fetch a fresh one)
+        try:
+            snapshot = self._holder.require_fresh()
+        except RegistryError:
+            await self._holder.refresh_soon()
+            snapshot = self._holder.require_fresh()
         iss = parsed.iss
         # An unknown member or kid may be an admission or a key rotation published after our
         # last poll: refresh once (rate-limited) before refusing, so rotations never bounce.

@@ -39,7 +39,7 @@ from gateway.registry_client import RegistryHolder
 from registry.snapshot import RegistrySnapshot
 from trust import jws
 from trust.clock import Clock
-from trust.errors import TongbanError
+from trust.errors import ErrorCode, TongbanError
 from trust.keys import sha256_b64url
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,9 @@ class PeerQueue:
         self._retry_at = 0.0
         self._rescan = True
 
-    def wake(self) -> None:
+    def wake(self, *, rescan: bool = False) -> None:
+        if rescan:
+            self._rescan = True
         self._wake.set()
 
     async def reset_backoff(self) -> None:
@@ -311,6 +313,8 @@ class PeerQueue:
             receipt = verify_receipt(text.strip(), snapshot=snapshot, receiver=self.dest,
                                      sender=ctx.member_id, for_jti=jti, digest=digest, now=now)
         except TongbanError as exc:
+            if exc.code is ErrorCode.UNKNOWN_KEY:
+                await ctx.holder.refresh_soon()  # the peer may have rotated its key
             return SendOutcome(False, error=f"receipt refused: {exc.detail}"), entry
         delivered_at = ctx.clock()
         await ctx.deliveries.add(Delivery(entry.id, receipt.token, receipt.status.value,
@@ -382,7 +386,9 @@ class Dispatcher:
             try:
                 for dest in await self._ctx.repo.pending_destinations():
                     self._ensure(dest)
-                    self._queues[dest].wake()
+                    # Look at the whole queue again: rows may have been requeued (dead-letter
+                    # retry) or queued by another process (`tongban send`).
+                    self._queues[dest].wake(rescan=True)
             except asyncio.CancelledError:
                 raise
             except Exception:

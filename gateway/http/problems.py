@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import uuid
@@ -15,6 +16,9 @@ log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "urn:tongban:error:"
 REQUEST_ID = web.RequestKey("request_id", str)
+# The id of the request being handled, for log lines written anywhere below the handler.
+CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id",
+                                                                         default="-")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _HTTP_CODES = {400: ErrorCode.MALFORMED, 404: ErrorCode.NOT_FOUND,
                405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.TOO_LARGE,
@@ -32,6 +36,14 @@ def problem(code: ErrorCode, detail: str, request_id: str) -> web.Response:
     return response
 
 
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` to every record, so an `instance` in a problem can be found in logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = CURRENT_REQUEST_ID.get()
+        return True
+
+
 def request_id(request: web.Request) -> str:
     value: str = request.get(REQUEST_ID, "")
     return value
@@ -42,13 +54,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     incoming = request.headers.get("X-Request-Id", "")
     rid = str(uuid.uuid4())
     request[REQUEST_ID] = rid
+    CURRENT_REQUEST_ID.set(rid)
     if incoming and _REQUEST_ID_RE.match(incoming):
         log.debug("peer request id %s is ours %s", incoming, rid)
     try:
         response = await handler(request)
     except TongbanError as exc:
-        log.info("%s %s -> %s: %s", request.method, request.path, exc.code.value, exc.detail,
-                 extra={"request_id": rid})
+        log.info("%s %s -> %s: %s", request.method, request.path, exc.code.value, exc.detail)
         return problem(exc.code, exc.detail, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -57,8 +69,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                                else ErrorCode.INTERNAL)
         return problem(code, exc.reason or code.problem_title, rid)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path,
-                      extra={"request_id": rid})
+        log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(ErrorCode.INTERNAL, "internal error; quote the instance id", rid)
     response.headers["X-Request-Id"] = rid
     return response
