@@ -118,10 +118,10 @@ def test_key_rotation_verbs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 0
     kids = [line.split()[0] for line in out.splitlines()]
     assert len(kids) == 2
-    assert run(capsys, "key", "retire", "-c", str(member), kids[0])[0] == 0
+    assert run(capsys, "key", "retire", "-c", str(member), "--", kids[0])[0] == 0
     _, out, _ = run(capsys, "key", "list", "-c", str(member))
     assert [line.split()[0] for line in out.splitlines()] == kids[1:]
-    assert_one_line_error(run(capsys, "key", "retire", "-c", str(member), kids[1]),
+    assert_one_line_error(run(capsys, "key", "retire", "-c", str(member), "--", kids[1]),
                           "only key")
     assert_one_line_error(run(capsys, "key", "retire", "-c", str(member), "nope"), "no key")
 
