@@ -11,15 +11,30 @@ import aiohttp
 from aiohttp import web
 
 from gateway import appkeys as K
+from gateway.blobs.receive import BlobReceiver
+from gateway.blobs.send import BlobUploader
+from gateway.blobs.store import BlobStore
+from gateway.cases.access import Authenticator
+from gateway.cases.inbound import CaseMessageHandler
+from gateway.cases.service import CaseService, CaseSettings
+from gateway.cases.workdays import WorkCalendar
 from gateway.config import GatewayConfig, check_serving
+from gateway.db.auth_repo import AuthRepo
 from gateway.db.batching import GroupCommitter
+from gateway.db.case_repo import CaseRepo
 from gateway.db.engine import create_schema, make_engine
+from gateway.db.jti_repo import RequestJtiRepo
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
 from gateway.federation.inbox import Inbox, InboxSettings
-from gateway.federation.messages import HandlerRegistry, default_handlers
+from gateway.federation.messages import (
+    CASE_TYPES,
+    HandlerRegistry,
+    StoreOnlyCaseHandler,
+    default_handlers,
+)
 from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
-from gateway.http import federation, registry
+from gateway.http import api, blobs, federation, registry
 from gateway.http.problems import problem_middleware
 from gateway.keystore import KeyStore, Signer
 from gateway.registry_client import (
@@ -28,6 +43,8 @@ from gateway.registry_client import (
     RegistrySource,
     RepoRegistrySource,
 )
+from registry.catalog import load_catalog
+from trust import credentials
 from trust.anchor import load_anchor
 from trust.clock import Clock, system_clock
 from trust.errors import ConfigError
@@ -50,6 +67,9 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app[K.HANDLERS] = handlers if handlers is not None else default_handlers()
     check_serving(config)
     anchor = load_anchor(config.trust.anchor)
+    blob_store = BlobStore(config.materials.dir, max_bytes=config.materials.max_bytes)
+    blob_store.open()
+    app[K.BLOBS] = blob_store
     if not config.is_operator and not endpoint_allowed(config.registry_url(),
                                                        config.federation.development_mode):
         raise ConfigError("registry.url: must be https:// (plain http only to loopback or with "
@@ -112,7 +132,10 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
             message_ttl=config.federation.message_ttl,
             development_mode=config.federation.development_mode,
             endpoint_overrides={k: v.endpoint for k, v in config.peers.items() if v.endpoint},
-            clock=clock)
+            clock=clock,
+            uploader=BlobUploader(member_id=config.member_id, store=blob_store,
+                                  signer=app[K.SIGNER], session=app[K.HTTP_CLIENT], clock=clock,
+                                  request_timeout=config.delivery.request_timeout))
         dispatcher = Dispatcher(ctx)
         app[K.DISPATCHER] = dispatcher
         pending: set[asyncio.Task[None]] = set()
@@ -127,7 +150,12 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
                                    max_skew=config.federation.max_skew),
             holder=app[K.HOLDER], signer=app[K.SIGNER], engine=engine,
             committer=app[K.COMMITTER], repo=InboxRepo(),
-            handlers=app[K.HANDLERS], clock=clock, on_peer_seen=peer_seen)
+            handlers=app[K.HANDLERS], clock=clock, on_peer_seen=peer_seen,
+            blob_size=blob_store.size)
+        app[K.BLOB_RECEIVER] = BlobReceiver(
+            member_id=config.member_id, holder=app[K.HOLDER], store=blob_store,
+            committer=app[K.COMMITTER], jtis=RequestJtiRepo(), clock=clock,
+            max_skew=config.federation.max_skew)
         task = asyncio.create_task(dispatcher.run(), name="outbox-dispatcher")
         yield
         task.cancel()
@@ -136,12 +164,62 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         await dispatcher.close()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    app.cleanup_ctx.extend([database, http_client, trust_registry, messaging])
+    app.cleanup_ctx.extend([database, http_client, trust_registry, messaging,
+                            _cases(config, clock)])
     if config.is_operator:
         app.cleanup_ctx.append(_operator_republisher(config, clock))
     app.add_routes(federation.routes)
+    app.add_routes(blobs.routes)
     app.add_routes(registry.routes)
+    app.add_routes(api.routes)
     return app
+
+
+def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
+    """Cases, their API and their clocks; needs the database, registry and delivery."""
+    catalog = load_catalog(config.cases.catalog)
+
+    async def cases(app: web.Application) -> AsyncIterator[None]:
+        engine = app[K.ENGINE]
+        auth_repo = AuthRepo(engine)
+        secret = await auth_repo.secret("applicant-pseudonym", credentials.new_secret())
+        dispatcher = app[K.DISPATCHER]
+        blobs = app[K.BLOBS]
+        service = CaseService(
+            engine=engine, repo=CaseRepo(), outbox=app[K.OUTBOX_REPO], catalog=catalog,
+            holder=app[K.HOLDER], clock=clock, calendar=WorkCalendar(),
+            settings=CaseSettings(member_id=config.member_id,
+                                  supplement_notice_days=config.cases.supplement_notice_days,
+                                  supplement_reply_days=config.cases.supplement_reply_days),
+            pseudonym_secret=secret, notify=dispatcher.notify, blob_present=blobs.has)
+        app[K.CASES] = service
+        clients = {cid: c.secret(cid) for cid, c in config.api.clients.items()}
+        app[K.AUTH] = Authenticator(repo=auth_repo, clients=clients, clock=clock,
+                                    session_ttl=config.api.session_ttl,
+                                    applicant_key=service.applicant_key)
+        handler = CaseMessageHandler(service)
+        for type_ in CASE_TYPES:
+            current = app[K.HANDLERS].get(type_)
+            if current is None or isinstance(current, StoreOnlyCaseHandler):
+                app[K.HANDLERS].register(type_, handler)
+
+        async def scan() -> None:
+            while True:
+                await asyncio.sleep(config.cases.scan_interval)
+                try:
+                    result = await service.scan_clocks()
+                    if any(result.values()):
+                        log.info("case clocks: %s", result)
+                except Exception:
+                    log.exception("case clock scan failed")
+
+        task = asyncio.create_task(scan(), name="case-clocks")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cases
 
 
 def _operator_republisher(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]

@@ -6,6 +6,10 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.blobs.receive import BlobReceiver
+from gateway.blobs.store import BlobStore
+from gateway.cases.access import Authenticator
+from gateway.cases.service import CaseService
 from gateway.config import GatewayConfig
 from gateway.db.batching import GroupCommitter
 from gateway.db.repos import OutboxRepo, RegistryRepo
@@ -17,6 +21,8 @@ from gateway.registry_client import RegistryHolder
 from trust.clock import Clock
 
 CONFIG = web.AppKey("config", GatewayConfig)
+CASES = web.AppKey("cases", CaseService)
+AUTH = web.AppKey("auth", Authenticator)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 COMMITTER = web.AppKey("committer", GroupCommitter)
@@ -29,3 +35,5 @@ OUTBOX_REPO = web.AppKey("outbox_repo", OutboxRepo)
 HANDLERS = web.AppKey("handlers", HandlerRegistry)
 INBOX = web.AppKey("inbox", Inbox)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+BLOBS = web.AppKey("blobs", BlobStore)
+BLOB_RECEIVER = web.AppKey("blob_receiver", BlobReceiver)

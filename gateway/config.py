@@ -79,6 +79,51 @@ class DeliverySection(_Section):
     poll_interval: float = Field(default=1.0, gt=0)
 
 
+class MaterialsSection(_Section):
+    dir: Path = Path("blobs")
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+
+
+class ApiClientSection(_Section):
+    """A home portal system calling the portal API (HTTP Basic, client id and secret)."""
+
+    name: str = ""
+    secret_env: str = ""
+    secret_file: Path | None = None
+
+    def secret(self, client_id: str) -> str:
+        if self.secret_env:
+            value = os.environ.get(self.secret_env, "")
+            if not value:
+                raise ConfigError(f"api.clients.{client_id}.secret_env: environment variable "
+                                  f"{self.secret_env} is not set or empty")
+            return value
+        if self.secret_file is not None:
+            try:
+                value = self.secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"api.clients.{client_id}.secret_file: "
+                                  f"{exc.strerror}") from None
+            if len(value) < 16:
+                raise ConfigError(f"api.clients.{client_id}.secret_file: the secret must be "
+                                  "at least 16 characters")
+            return value
+        raise ConfigError(f"api.clients.{client_id}: set secret_env or secret_file")
+
+
+class ApiSection(_Section):
+    session_ttl: int = Field(default=1800, ge=60, le=24 * 3600)
+    clients: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{3,64}$")],
+                  ApiClientSection] = {}
+
+
+class CasesSection(_Section):
+    supplement_notice_days: int = Field(default=5, ge=1, le=30)
+    supplement_reply_days: int = Field(default=20, ge=1, le=180)
+    scan_interval: float = Field(default=300.0, gt=0)
+    catalog: Path | None = None
+
+
 class OperatorSection(_Section):
     alliance: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     registry_validity: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
@@ -98,6 +143,9 @@ class GatewayConfig(_Section):
     registry: RegistrySection = RegistrySection()
     federation: FederationSection = FederationSection()
     delivery: DeliverySection = DeliverySection()
+    materials: MaterialsSection = MaterialsSection()
+    api: ApiSection = ApiSection()
+    cases: CasesSection = CasesSection()
     operator: OperatorSection | None = None
     peers: dict[MemberId, PeerSection] = {}
 
@@ -150,6 +198,8 @@ def _resolve(config: GatewayConfig, base: Path) -> GatewayConfig:
                             else _absolute(config.keys.passphrase_file, base)),
     })
     trust = config.trust.model_copy(update={"anchor": _absolute(config.trust.anchor, base)})
+    materials = config.materials.model_copy(
+        update={"dir": _absolute(config.materials.dir, base)})
     url = config.database.url
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
@@ -157,7 +207,14 @@ def _resolve(config: GatewayConfig, base: Path) -> GatewayConfig:
         if rest and not rest.startswith(":memory:"):
             url = prefix + str(base / rest)
     database = config.database.model_copy(update={"url": url})
-    return config.model_copy(update={"keys": keys, "trust": trust, "database": database})
+    clients = {cid: c.model_copy(update={"secret_file": None if c.secret_file is None
+                                         else _absolute(c.secret_file, base)})
+               for cid, c in config.api.clients.items()}
+    api = config.api.model_copy(update={"clients": clients})
+    cases = config.cases.model_copy(update={"catalog": None if config.cases.catalog is None
+                                            else _absolute(config.cases.catalog, base)})
+    return config.model_copy(update={"keys": keys, "trust": trust, "database": database,
+                                     "materials": materials, "api": api, "cases": cases})
 
 
 def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:

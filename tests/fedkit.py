@@ -34,7 +34,7 @@ from gateway.db.repos import InboxEntry, InboxRepo, OutboxEntry, OutboxRepo, Out
 from gateway.federation.messages import HandlerRegistry, InboundMessage, default_handlers
 from gateway.federation.outbox import enqueue
 from gateway.keystore import KeyStore
-from registry.document import Member, Role, Status
+from registry.document import Item, Member, Role, Status
 from trust import jws
 from trust.keys import SigningKey
 
@@ -143,13 +143,14 @@ class Node:
         return self.keys().keys[-1]
 
     async def send(self, to: str, type_: str = "case.submit", *, case_id: str | None = None,
-                   body: dict[str, Any] | None = None) -> OutboxEntry:
+                   body: dict[str, Any] | None = None,
+                   att: list[dict[str, Any]] | None = None) -> OutboxEntry:
         """Queue a message the way domain code does, in a transaction, and wake delivery."""
         assert self.app is not None
         repo = self.app[K.OUTBOX_REPO]
         async with self.engine.begin() as conn:
             entry = await enqueue(conn, repo, dest=to, type_=type_, body=body or {},
-                                  case_id=case_id, now=self.clock())
+                                  case_id=case_id, now=self.clock(), att=att)
         self.app[K.DISPATCHER].notify(to)
         return entry
 
@@ -283,15 +284,22 @@ def to_toml(data: Mapping[str, Mapping[str, Any]]) -> str:
 async def build_federation(root: Path, db_factory: DbFactory,
                            member_ids: tuple[str, ...] = (DOUMEN, TAOYUAN), *,
                            start: bool = True,
-                           extra: Mapping[str, Mapping[str, Any]] | None = None) -> Federation:
+                           extra: Mapping[str, Mapping[str, Any]] | None = None,
+                           counting: bool = True,
+                           items: Callable[[str], tuple[Item, ...]] | None = None
+                           ) -> Federation:
+    """`counting`: case.submit/accept/status go to a CountingHandler instead of the case
+    machine (for protocol tests that send arbitrary bodies). `items(member_id)`: what each
+    member offers in the registry."""
     clock = OffsetClock()
     operator_port = free_port()
 
     def make_node(member_id: str, port: int, url: str, operator: bool) -> Node:
         handlers = default_handlers()
         counter = CountingHandler()
-        for type_ in ("case.submit", "case.accept", "case.status"):
-            handlers.register(type_, counter)
+        if counting:
+            for type_ in ("case.submit", "case.accept", "case.status"):
+                handlers.register(type_, counter)
         cfg = node_config(root, member_id, port, url, operator_port, operator=operator,
                           extra=extra)
         return Node(config=cfg, clock=clock, handlers=handlers, counter=counter)
@@ -312,7 +320,8 @@ async def build_federation(root: Path, db_factory: DbFactory,
         await alliance.add_member(Member(
             id=member_id, name=f"city {member_id}", province=member_id[3:5],
             endpoint=node.url, status=Status.ACTIVE, keys=(key.public_jwk(),),
-            roles=(Role.SSO_ISSUER, Role.HANDLER, Role.RECEIVER)))
+            roles=(Role.SSO_ISSUER, Role.HANDLER, Role.RECEIVER),
+            items=items(member_id) if items is not None else ()))
         fed.members[member_id] = node
     if start:
         for node in fed.nodes:

@@ -14,10 +14,15 @@ def test_demo_runs_a_cross_city_case(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "three gateways up" in out
-    assert "case.submit  斗门 → 桃源: signed, delivered, receipt verified (accepted)" in out
-    assert "case.accept  桃源 → 斗门: signed, delivered, receipt verified (accepted)" in out
-    assert "常德市桃源县 inbox: case.submit" in out
-    assert "珠海市斗门区 inbox: case.accept" in out
+    assert "routed to CN-430725 桃源" in out
+    assert "case.submit signed, delivered, receipt verified" in out
+    # The timeline runs from the window's intake to the applicant's evaluation, and both
+    # cities hold the same copy.
+    steps = [line.split()[2] for line in out.splitlines() if line.startswith("  ")]
+    assert steps[0] == "window.intake" and steps[-1] == "case.evaluate"
+    assert "case.supplement_request" in steps and "case.conclude" in steps
+    assert "桃源's copy holds the same transitions" in out
+    assert "4307251988" not in out  # the worker's ID number is masked
     for city in ("kunming", "doumen", "taoyuan"):
         assert (tmp_path / "demo" / city / f"{city}.db").exists()
     # Running it again in the same folder is refused rather than mixing two federations.

@@ -30,8 +30,8 @@ README_MD = ROOT / "README.md"
 INSTALL_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]'"
 TEST_COMMAND = ".venv/bin/pytest"
 
-# How docs/configuration.md names the key of a `dict[member id, ...]` section.
-MAP_KEY_PLACEHOLDER = "<member-id>"
+# How docs/configuration.md names the key of a `dict[key, Section]` option.
+MAP_KEY_PLACEHOLDERS = {"peers": "<member-id>", "api.clients": "<client-id>"}
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -62,7 +62,7 @@ def config_options(model: type[BaseModel] = GatewayConfig,
         if section is not None:
             yield from config_options(section, f"{path}.")
         elif mapped is not None:
-            yield from config_options(mapped, f"{path}.{MAP_KEY_PLACEHOLDER}.")
+            yield from config_options(mapped, f"{path}.{MAP_KEY_PLACEHOLDERS[path]}.")
         else:
             yield path, field
 

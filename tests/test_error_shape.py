@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from fedkit import DOUMEN, DbFactory, Federation, build_federation
 
+_SHA = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"  # SHA-256 of nothing
+_CASE = "CN-440403:3a2b5fb5-2024-446f-91e5-be90bf9fb74c"
 ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
     # (route method, route path, request method, request path, status, code)
     ("POST", "/federation/v1/messages", "GET", "/federation/v1/messages", 405,
@@ -22,9 +24,43 @@ ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
     ("GET", "/federation/v1/keys", "DELETE", "/federation/v1/keys", 405, "method-not-allowed"),
     ("GET", "/federation/v1/info", "POST", "/federation/v1/info", 405, "method-not-allowed"),
     ("GET", "/healthz", "PUT", "/healthz", 405, "method-not-allowed"),
+    ("PUT", "/federation/v1/blobs/{sha256}", "GET", f"/federation/v1/blobs/{_SHA}", 405,
+     "method-not-allowed"),
+    ("PUT", "/federation/v1/blobs/{sha256}", "PUT", f"/federation/v1/blobs/{_SHA}", 401,
+     "bad-signature"),
+    ("PUT", "/federation/v1/blobs/{sha256}", "PUT", "/federation/v1/blobs/abc", 400, "malformed"),
     ("GET", "/registry/v1/current", "POST", "/registry/v1/current", 405, "method-not-allowed"),
     ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/abc", 400, "malformed"),
     ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/999", 404, "not-found"),
+    # The portal and window API: every route refuses an anonymous or malformed call.
+    ("POST", "/api/v1/login", "POST", "/api/v1/login", 422, "invalid-body"),
+    ("POST", "/api/v1/logout", "POST", "/api/v1/logout", 401, "unauthenticated"),
+    ("POST", "/api/v1/applicant-sessions", "POST", "/api/v1/applicant-sessions", 401,
+     "unauthenticated"),
+    ("POST", "/api/v1/materials", "POST", "/api/v1/materials", 401, "unauthenticated"),
+    ("GET", "/api/v1/items", "POST", "/api/v1/items", 405, "method-not-allowed"),
+    ("POST", "/api/v1/cases", "POST", "/api/v1/cases", 401, "unauthenticated"),
+    ("GET", "/api/v1/cases", "GET", "/api/v1/cases", 401, "unauthenticated"),
+    ("GET", "/api/v1/cases/{case_id}", "GET", f"/api/v1/cases/{_CASE}", 401,
+     "unauthenticated"),
+    ("POST", "/api/v1/cases/{case_id}/supplement", "POST", f"/api/v1/cases/{_CASE}/supplement",
+     401, "unauthenticated"),
+    ("POST", "/api/v1/cases/{case_id}/withdraw", "POST", f"/api/v1/cases/{_CASE}/withdraw",
+     401, "unauthenticated"),
+    ("POST", "/api/v1/cases/{case_id}/delivery", "POST", f"/api/v1/cases/{_CASE}/delivery",
+     401, "unauthenticated"),
+    ("POST", "/api/v1/cases/{case_id}/evaluation", "POST", f"/api/v1/cases/{_CASE}/evaluation",
+     401, "unauthenticated"),
+    ("POST", "/api/v1/window/cases", "POST", "/api/v1/window/cases", 401, "unauthenticated"),
+    ("POST", "/api/v1/window/cases/{case_id}/formal-check", "POST",
+     f"/api/v1/window/cases/{_CASE}/formal-check", 401, "unauthenticated"),
+    ("POST", "/api/v1/window/cases/{case_id}/forward", "POST",
+     f"/api/v1/window/cases/{_CASE}/forward", 401, "unauthenticated"),
+    ("POST", "/api/v1/window/cases/{case_id}/handover", "POST",
+     f"/api/v1/window/cases/{_CASE}/handover", 401, "unauthenticated"),
+    ("POST", "/api/v1/handling/cases/{case_id}/{action}", "POST",
+     f"/api/v1/handling/cases/{_CASE}/accept", 401, "unauthenticated"),
+    ("GET", "/api/v1/openapi.json", "POST", "/api/v1/openapi.json", 405, "method-not-allowed"),
 ]
 MEMBER_CASES = [
     # a member that is not the operator has no registry to serve
@@ -48,7 +84,10 @@ def assert_problem(status: int, content_type: str, text: str, expected_status: i
     assert status == expected_status, text
     assert content_type == "application/problem+json"
     doc = json.loads(text)
-    assert set(doc) == {"type", "title", "status", "detail", "instance"}
+    # `errors` is the one extension: field-by-field problems of an invalid body.
+    assert set(doc) - {"errors"} == {"type", "title", "status", "detail", "instance"}
+    for error in doc.get("errors", []):
+        assert set(error) == {"field", "reason"} and error["field"] and error["reason"]
     assert doc["type"] == f"urn:tongban:error:{code}"
     assert doc["status"] == expected_status
     assert isinstance(doc["title"], str) and doc["title"]

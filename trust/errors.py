@@ -19,6 +19,8 @@ class ErrorCode(enum.StrEnum):
     EXPIRED = "expired"
     MEMBER_SUSPENDED = "member-suspended"
     NOT_AUTHORIZED = "not-authorized"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not-found"
     METHOD_NOT_ALLOWED = "method-not-allowed"
     REPLAY = "replay"
@@ -49,6 +51,8 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.EXPIRED: 401,
     ErrorCode.MEMBER_SUSPENDED: 403,
     ErrorCode.NOT_AUTHORIZED: 403,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.REPLAY: 409,
@@ -71,6 +75,8 @@ _TITLES: dict[ErrorCode, str] = {
     ErrorCode.EXPIRED: "Token expired or not yet valid",
     ErrorCode.MEMBER_SUSPENDED: "Member is not active",
     ErrorCode.NOT_AUTHORIZED: "Member lacks the role for this",
+    ErrorCode.UNAUTHENTICATED: "Authentication required",
+    ErrorCode.FORBIDDEN: "Not allowed for this caller",
     ErrorCode.NOT_FOUND: "Not found",
     ErrorCode.METHOD_NOT_ALLOWED: "Method not allowed",
     ErrorCode.REPLAY: "Message id reused with different content",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
+import re
 import sys
 import time
 import uuid
@@ -14,7 +17,9 @@ from typing import Any
 import aiohttp
 
 from gateway.alliance import Alliance, AllianceError
+from gateway.cases.access import ROLES
 from gateway.config import GatewayConfig, check_serving
+from gateway.db.auth_repo import AuthRepo
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.repos import OutboxEntry, OutboxRepo, OutboxState, RegistryRepo
 from gateway.federation.messages import CASE_ID_RE
@@ -23,6 +28,7 @@ from gateway.keystore import KeyStore
 from registry.document import MEMBER_ID_RE, Item, Member, Role, Status
 from registry.versions import verify_version
 from trust.anchor import load_anchor
+from trust.credentials import hash_password
 from trust.errors import ConfigError, TongbanError
 from trust.keys import Alg
 
@@ -336,6 +342,78 @@ def outbox_retry(config: GatewayConfig, row_id: int | None) -> None:
     if row_id is not None and count == 0:
         raise AllianceError(f"outbox #{row_id} is not a dead letter")
     out(f"{count} dead letter(s) queued again; the running gateway delivers them")
+
+
+def read_password(env: str | None) -> str:
+    """From the named environment variable, else typed at the terminal (never an argument:
+    arguments show up in `ps` and shell history)."""
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise AllianceError(f"--password-env: environment variable {env} is not set")
+        return value
+    if not sys.stdin.isatty():
+        raise AllianceError("no terminal to ask for the password; use --password-env VAR")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise AllianceError("the two passwords differ")
+    return first
+
+
+async def add_clerk(config: GatewayConfig, *, username: str, name: str, role: str,
+                    password: str) -> None:
+    """Create a clerk account on a member's gateway database (also used by the demo)."""
+    if not re.match(r"^[A-Za-z0-9._-]{2,64}$", username):
+        raise AllianceError("username: 2-64 letters, digits, '.', '_' or '-'")
+    if role not in ROLES:
+        raise AllianceError(f"--role must be one of {', '.join(ROLES)}")
+    if len(password) < 12:
+        raise AllianceError("the password must be at least 12 characters")
+    engine = make_engine(config.database.url)
+    try:
+        await create_schema(engine)
+        hashed = await asyncio.to_thread(hash_password, password)
+        if not await AuthRepo(engine).add_clerk(username=username, name=name or username,
+                                                role=role, password_hash=hashed,
+                                                now=time.time()):
+            raise AllianceError(f"clerk {username} already exists")
+    finally:
+        await engine.dispose()
+
+
+def clerk_add(config: GatewayConfig, *, username: str, name: str, role: str,
+              password_env: str | None) -> None:
+    password = read_password(password_env)
+    asyncio.run(add_clerk(config, username=username, name=name, role=role, password=password))
+    out(f"clerk {username} ({role}) created on {config.member_id}")
+
+
+def clerk_list(config: GatewayConfig) -> None:
+    async def run() -> list[Any]:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            return await AuthRepo(engine).clerks()
+        finally:
+            await engine.dispose()
+
+    for clerk in asyncio.run(run()):
+        out(f"{clerk.username:<20} {clerk.role:<10} {'disabled' if clerk.disabled else 'active':<8}"
+            f" {clerk.name}")
+
+
+def clerk_disable(config: GatewayConfig, username: str, disabled: bool) -> None:
+    async def run() -> bool:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            return await AuthRepo(engine).set_disabled(username, disabled)
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(run()):
+        raise AllianceError(f"no clerk {username}")
+    out(f"clerk {username} {'disabled; their sessions ended' if disabled else 'enabled'}")
 
 
 def check_config(config: GatewayConfig) -> None:

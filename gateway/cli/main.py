@@ -118,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--id", type=_positive_int, help="one dead letter, by outbox id")
     target.add_argument("--all", action="store_true", help="every dead letter")
 
+    p = verbs.add_parser("clerk", help="window and handling clerks' accounts (member admin)")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("add", help="create a clerk account")
+    _config_arg(q)
+    q.add_argument("username")
+    q.add_argument("--role", required=True, choices=["window", "handler", "supervisor"],
+                   help="window (receiving), handler (handling authority) or supervisor")
+    q.add_argument("--name", default="", help="display name")
+    q.add_argument("--password-env", default=None,
+                   help="environment variable holding the password (default: ask)")
+    q = sub.add_parser("list", help="list clerk accounts")
+    _config_arg(q)
+    for action, text in (("disable", "disable an account and end its sessions"),
+                         ("enable", "enable a disabled account")):
+        q = sub.add_parser(action, help=text)
+        _config_arg(q)
+        q.add_argument("username")
+
     p = verbs.add_parser("registry", help="registry versions")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = sub.add_parser("publish", help="publish a fresh version (operator)")
@@ -179,6 +197,15 @@ def dispatch(args: argparse.Namespace) -> None:
             commands.key_list(config)
         else:
             commands.key_retire(config, args.kid)
+    elif verb == "clerk":
+        config = _load(args.config)
+        if action == "add":
+            commands.clerk_add(config, username=args.username, name=args.name, role=args.role,
+                               password_env=args.password_env)
+        elif action == "list":
+            commands.clerk_list(config)
+        else:
+            commands.clerk_disable(config, args.username, action == "disable")
     elif verb == "outbox":
         config = _load(args.config)
         if action == "list":

@@ -89,3 +89,120 @@ destinations = Table(
     Column("last_error", Text, nullable=True),
     Column("last_success_at", Float, nullable=True),
 )
+
+# --- cases (办件) -------------------------------------------------------------------------
+# One row per case this gateway holds a copy of, as receiver or as handler. Personal data lives
+# in `applicant` only; `applicant_key` is a keyed pseudonym used to match an applicant's own
+# cases without storing or comparing ID numbers elsewhere.
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", String(128), primary_key=True),
+    Column("side", String(16), nullable=False),  # receiver | handler
+    Column("kind", String(16), nullable=False),  # single | joint | bundle
+    Column("parent_id", String(128), nullable=True),
+    Column("step", Integer, nullable=True),
+    Column("item_code", String(64), nullable=True),
+    Column("mode", String(16), nullable=False),
+    Column("receiver", String(16), nullable=False),
+    Column("handler", String(16), nullable=True),
+    Column("state", String(32), nullable=True),
+    Column("applicant_key", String(64), nullable=False),
+    Column("applicant", Text, nullable=False),  # JSON, personal data
+    Column("portal_client", String(64), nullable=True),
+    Column("query_password_hash", Text, nullable=True),
+    Column("data", Text, nullable=False),  # JSON: form, materials, delivery, outcome, ...
+    Column("clock", Text, nullable=False),  # JSON: statutory clock inputs
+    Column("decision_due", String(10), nullable=True),
+    Column("supplement_due", String(10), nullable=True),
+    Column("overdue", Integer, nullable=False, default=0),
+    Column("supplement_count", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_cases_applicant", "applicant_key"),
+    Index("ix_cases_parent", "parent_id"),
+    Index("ix_cases_state", "state"),
+)
+
+# Every event of a case, in the order this gateway applied it. Transitions (to_state set) are
+# identical on both sides; requests (to_state NULL) are recorded where they were seen.
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("case_id", String(128), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("from_state", String(32), nullable=True),
+    Column("to_state", String(32), nullable=True),
+    Column("actor", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("jti", String(64), nullable=True),
+    Column("detail", Text, nullable=False),  # JSON, never an ID number
+    UniqueConstraint("case_id", "n", name="uq_case_events_n"),
+)
+
+# Inbound case messages apply in `seq` order per sender; one that arrives early waits here.
+case_inbound = Table(
+    "case_inbound",
+    metadata,
+    Column("case_id", String(128), primary_key=True),
+    Column("iss", String(16), primary_key=True),
+    Column("last_applied", Integer, nullable=False),
+)
+
+case_held = Table(
+    "case_held",
+    metadata,
+    Column("case_id", String(128), primary_key=True),
+    Column("iss", String(16), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("message", Text, nullable=False),  # JSON of the verified message
+    Column("held_at", Float, nullable=False),
+)
+
+# --- people who call the API --------------------------------------------------------------
+clerks = Table(
+    "clerks",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),  # window | handler | supervisor
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+)
+
+# Bearer sessions (clerks and applicants); only a hash of the token is stored.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # clerk | applicant
+    Column("subject", String(128), nullable=False),
+    Column("role", String(16), nullable=True),
+    Column("name", String(200), nullable=True),
+    Column("loa", String(4), nullable=True),
+    Column("sid", String(128), nullable=True),
+    Column("client_id", String(64), nullable=True),
+    Column("expires_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_sessions_sid", "sid"),
+)
+
+gateway_secrets = Table(
+    "gateway_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Request tokens (`tongban-req+jwt`, PROTOCOL.md §5) already used, kept until they expire.
+request_jtis = Table(
+    "request_jtis",
+    metadata,
+    Column("jti", String(128), primary_key=True),
+    Column("iss", String(16), nullable=False),
+    Column("exp", BigInteger, nullable=False),
+    Index("ix_request_jtis_exp", "exp"),
+)

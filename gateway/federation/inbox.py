@@ -20,10 +20,12 @@ from gateway.db.repos import InboxEntry, InboxRepo
 from gateway.federation.messages import (
     CASE_ID_RE,
     UUID_RE,
+    Attachment,
     HandlerRegistry,
     InboundMessage,
     InvalidBody,
     MessageHandler,
+    MissingBlob,
     parse_attachments,
 )
 from gateway.federation.receipts import Receipt, ReceiptStatus, make_receipt
@@ -58,7 +60,9 @@ class Inbox:
     def __init__(self, *, settings: InboxSettings, holder: RegistryHolder, signer: Signer,
                  engine: AsyncEngine, committer: GroupCommitter, repo: InboxRepo,
                  handlers: HandlerRegistry, clock: Clock,
-                 on_peer_seen: Callable[[str], None] | None = None) -> None:
+                 on_peer_seen: Callable[[str], None] | None = None,
+                 blob_size: Callable[[str], int | None] | None = None) -> None:
+        """`blob_size(sha256)` is the size of a held material, None if not held (§5)."""
         self._settings = settings
         self._holder = holder
         self._signer = signer
@@ -68,6 +72,7 @@ class Inbox:
         self._handlers = handlers
         self._clock = clock
         self._on_peer_seen = on_peer_seen
+        self._blob_size = blob_size
 
     async def receive(self, raw: bytes) -> Receipt:
         me = self._settings.member_id
@@ -127,12 +132,14 @@ class Inbox:
                                 status=ReceiptStatus.ACCEPTED, now=now)
 
         async def store(conn: AsyncConnection) -> InboundMessage:
-            # 9. type and body. A body error on a reused jti still answers `replay` (§4 order:
-            # replay before body), looked up only on this rare path.
+            # 9. type and body, then the materials it lists (§5). A body error on a reused jti
+            # still answers `replay` (§4 order: replay before body), looked up only on this
+            # rare path.
             try:
                 message, meaning = self._validate(parsed.raw, claims, handler, type_, digest,
                                                   iss=iss, jti=jti, iat=iat, exp=exp)
-            except InvalidBody:
+                self._check_blobs(message.att)
+            except (InvalidBody, MissingBlob):
                 existing = await self._repo.by_jti(conn, jti)
                 if existing is not None:
                     self._check_duplicate(existing, digest, iss)
@@ -167,6 +174,14 @@ class Inbox:
         except TongbanError as exc:
             log.warning("after-commit step of %s failed: %s", type_, exc.detail)
         return receipt
+
+    def _check_blobs(self, att: tuple[Attachment, ...]) -> None:
+        for i, item in enumerate(att):
+            size = None if self._blob_size is None else self._blob_size(item.sha256)
+            if size is None:
+                raise MissingBlob(f"att[{i}]: blob {item.sha256} has not been uploaded")
+            if size != item.size:
+                raise InvalidBody(f"att[{i}].size is {item.size}, the blob has {size} bytes")
 
     @staticmethod
     def _validate(raw: str, claims: dict[str, Any], handler: MessageHandler | None, type_: str,

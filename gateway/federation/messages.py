@@ -33,6 +33,12 @@ class InvalidBody(TongbanError):
     code = ErrorCode.INVALID_BODY
 
 
+class MissingBlob(TongbanError):
+    """A message lists a material (`att`) this gateway does not hold (PROTOCOL.md §5)."""
+
+    code = ErrorCode.MISSING_BLOB
+
+
 @dataclass(frozen=True)
 class Attachment:
     sha256: str

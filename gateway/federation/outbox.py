@@ -22,8 +22,9 @@ import ipaddress
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -67,6 +68,20 @@ class SendOutcome:
     error: str = ""
 
 
+class AttachmentUploader(Protocol):
+    """Puts the materials a message lists at its destination first (PROTOCOL.md §5)."""
+
+    async def upload(self, *, dest: str, endpoint: str, identity_endpoint: str,
+                     att: Sequence[Mapping[str, Any]],
+                     snapshot: RegistrySnapshot) -> SendOutcome | None:
+        """None once `dest` holds every blob of `att`; otherwise why not (transient or not)."""
+        ...
+
+    def forget(self, dest: str, sha256s: Iterable[str]) -> None:
+        """`dest` says it lacks these blobs after all: upload them again next time."""
+        ...
+
+
 def endpoint_allowed(url: str, development_mode: bool) -> bool:
     """https always; plain http only to loopback or when development mode is on (§4)."""
     parts = urlsplit(url)
@@ -92,7 +107,8 @@ class DeliveryContext:
                  destinations: DestinationRepo,
                  holder: RegistryHolder, signer: Signer, session: aiohttp.ClientSession,
                  settings: DeliverySection, message_ttl: int, development_mode: bool,
-                 endpoint_overrides: dict[str, str], clock: Clock) -> None:
+                 endpoint_overrides: dict[str, str], clock: Clock,
+                 uploader: AttachmentUploader | None = None) -> None:
         self.member_id = member_id
         self.repo = repo
         self.committer = committer
@@ -107,6 +123,7 @@ class DeliveryContext:
         self.development_mode = development_mode
         self.endpoint_overrides = endpoint_overrides
         self.clock = clock
+        self.uploader = uploader
         self._wait = wait_exponential_jitter(multiplier=settings.initial_backoff,
                                              max=settings.max_backoff,
                                              jitter=settings.initial_backoff)
@@ -289,6 +306,16 @@ class PeerQueue:
         if not endpoint_allowed(endpoint, ctx.development_mode):
             return SendOutcome(False, permanent=True,
                                error=f"refusing plain http to non-loopback {endpoint}"), entry
+        att = entry.payload.get("att")
+        if att:  # materials first (§5), before signing: an upload may take a while
+            if ctx.uploader is None:
+                return SendOutcome(False, permanent=True,
+                                   error="message lists materials but no blob store is set"), entry
+            failed = await ctx.uploader.upload(dest=self.dest, endpoint=endpoint,
+                                               identity_endpoint=member.endpoint, att=att,
+                                               snapshot=snapshot)
+            if failed is not None:
+                return failed, entry
         if entry.token is None or entry.token_exp is None or \
                 entry.token_exp - now < RESIGN_MARGIN:
             entry = await self._sign(entry, snapshot, now)
@@ -307,8 +334,12 @@ class PeerQueue:
             return SendOutcome(False, error=f"{type(exc).__name__}: {exc}"[:300]), entry
         if status != 200:
             code = _problem_code(text)
-            return SendOutcome(False, permanent=code in PERMANENT_CODES,
-                               error=f"HTTP {status} {code or ''}".strip()), entry
+            if code == ErrorCode.MISSING_BLOB.value and att and ctx.uploader is not None:
+                ctx.uploader.forget(self.dest, (a.get("sha256") for a in att))
+            # The peer's detail says why (e.g. which field); the admin sees it in `outbox list`.
+            detail = _problem_detail(text)
+            error = f"HTTP {status} {code or ''}".strip() + (f": {detail}" if detail else "")
+            return SendOutcome(False, permanent=code in PERMANENT_CODES, error=error), entry
         try:
             receipt = verify_receipt(text.strip(), snapshot=snapshot, receiver=self.dest,
                                      sender=ctx.member_id, for_jti=jti, digest=digest, now=now)
@@ -351,6 +382,15 @@ def _problem_code(text: str) -> str | None:
     if isinstance(type_, str) and type_.startswith("urn:tongban:error:"):
         return type_.removeprefix("urn:tongban:error:")
     return None
+
+
+def _problem_detail(text: str) -> str:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return ""
+    detail = doc.get("detail") if isinstance(doc, dict) else None
+    return detail[:500] if isinstance(detail, str) else ""
 
 
 class Dispatcher:

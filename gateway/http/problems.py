@@ -27,9 +27,13 @@ _HTTP_CODES = {400: ErrorCode.MALFORMED, 404: ErrorCode.NOT_FOUND,
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem(code: ErrorCode, detail: str, request_id: str) -> web.Response:
-    body = {"type": PROBLEM_TYPE + code.value, "title": code.problem_title, "status": code.status,
-            "detail": detail, "instance": f"urn:uuid:{request_id}"}
+def problem(code: ErrorCode, detail: str, request_id: str,
+            errors: list[dict[str, str]] | None = None) -> web.Response:
+    body: dict[str, object] = {
+        "type": PROBLEM_TYPE + code.value, "title": code.problem_title, "status": code.status,
+        "detail": detail, "instance": f"urn:uuid:{request_id}"}
+    if errors:
+        body["errors"] = errors  # RFC 9457 §3.2 extension: every field problem at once
     response = web.json_response(body, status=code.status,
                                  content_type="application/problem+json")
     response.headers["X-Request-Id"] = request_id
@@ -61,7 +65,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except TongbanError as exc:
         log.info("%s %s -> %s: %s", request.method, request.path, exc.code.value, exc.detail)
-        return problem(exc.code, exc.detail, rid)
+        fields = getattr(exc, "errors", None)
+        errors = ([{"field": str(e.field), "reason": str(e.reason)} for e in fields]
+                  if isinstance(fields, tuple) else None)
+        return problem(exc.code, exc.detail, rid, errors)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,0 +1,708 @@
+"""Case operations: what a portal, a window clerk, a handling officer or a peer can do to a case.
+
+Every operation runs in one database transaction: the case row is locked, the transition is
+checked against the shared table (`states.find`), the new state and the event are written, and
+the message that tells the other side is queued in the outbox in the same transaction (DESIGN.md
+reliability model). Nothing is sent before the commit, and nothing is half-applied on refusal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.cases import clocks
+from gateway.cases.applications import (
+    Application,
+    Collector,
+    Delivery,
+    Material,
+    check_loa,
+    missing_materials,
+    parse_delivery,
+    parse_materials,
+)
+from gateway.cases.model import Applicant, Case, CaseEvent
+from gateway.cases.states import (
+    FINAL,
+    CaseState,
+    InvalidTransition,
+    Request,
+    Side,
+    check_request,
+    find,
+)
+from gateway.cases.workdays import WorkCalendar
+from gateway.db.case_repo import CaseRepo
+from gateway.db.repos import OutboxRepo
+from gateway.federation.outbox import enqueue
+from gateway.registry_client import RegistryHolder
+from registry.catalog import Catalog, CatalogItem
+from registry.document import Mode
+from registry.routing import Route, route
+from registry.validation import FieldError, InvalidInput
+from trust import credentials
+from trust.clock import Clock
+from trust.errors import ErrorCode, TongbanError
+
+log = logging.getLogger(__name__)
+
+CHINA = datetime.timezone(datetime.timedelta(hours=8))  # no DST: a fixed offset is exact
+S = CaseState
+T = TypeVar("T")
+DONE = frozenset({S.CONCLUDED, S.DELIVERED, S.EVALUATED})
+
+
+class NotFound(TongbanError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Forbidden(TongbanError):
+    code = ErrorCode.FORBIDDEN
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, as authenticated by the API layer (or a peer, or the gateway itself)."""
+
+    kind: str  # applicant | portal | clerk | peer | system
+    subject: str
+    role: str | None = None
+    loa: str | None = None
+    applicant_key: str | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.subject}" if self.kind != "peer" else self.subject
+
+
+SYSTEM = Actor(kind="system", subject="gateway")
+
+
+@dataclass(frozen=True)
+class CaseSettings:
+    member_id: str
+    supplement_notice_days: int = 5
+    supplement_reply_days: int = 20
+    fix_days: int = 15
+
+
+@dataclass
+class Tx:
+    """One transaction: its connection and the destinations to wake once it commits."""
+
+    conn: AsyncConnection
+    wake: set[str] = field(default_factory=set)
+
+
+class CaseService:
+    def __init__(self, *, engine: AsyncEngine, repo: CaseRepo, outbox: OutboxRepo,
+                 catalog: Catalog, holder: RegistryHolder, clock: Clock,
+                 calendar: WorkCalendar, settings: CaseSettings, pseudonym_secret: str,
+                 notify: Callable[[str | None], None],
+                 blob_present: Callable[[str], bool] | None = None) -> None:
+        self._engine = engine
+        self.repo = repo
+        self._outbox = outbox
+        self.catalog = catalog
+        self._holder = holder
+        self._clock = clock
+        self.calendar = calendar
+        self.settings = settings
+        self._secret = pseudonym_secret
+        self._notify = notify
+        self._blob_present = blob_present
+
+    @property
+    def me(self) -> str:
+        return self.settings.member_id
+
+    def today(self) -> datetime.date:
+        return datetime.datetime.fromtimestamp(self._clock(), CHINA).date()
+
+    def applicant_key(self, identity: str) -> str:
+        return credentials.pseudonym(self._secret, identity)
+
+    async def _write(self, operation: Callable[[Tx], Awaitable[T]]) -> T:
+        async with self._engine.begin() as conn:
+            tx = Tx(conn)
+            result = await operation(tx)
+        for dest in tx.wake:
+            self._notify(dest)
+        return result
+
+    # --- reading ----------------------------------------------------------------------
+    async def get(self, case_id: str) -> Case:
+        async with self._engine.connect() as conn:
+            found = await self.repo.get(conn, case_id, with_events=True)
+        if found is None:
+            raise NotFound(f"no case {case_id}")
+        return found
+
+    async def parts(self, case_id: str) -> list[Case]:
+        async with self._engine.connect() as conn:
+            return await self.repo.children(conn, case_id)
+
+    async def list_cases(self, **filters: Any) -> list[Case]:
+        async with self._engine.connect() as conn:
+            return await self.repo.list_cases(conn, **filters)
+
+    # --- the one place a case changes state --------------------------------------------
+    async def _move(self, tx: Tx, case_: Case, event: str, target: CaseState, *,
+                    owner: Side, actor: str, body: Mapping[str, Any] | None = None,
+                    send: bool, at: float | None = None, jti: str | None = None,
+                    att: list[dict[str, Any]] | None = None,
+                    data: Mapping[str, Any] | None = None) -> Case:
+        """Apply one transition (already authorised) and, if we own it, tell the other side.
+
+        `actor` is who acted here (a clerk, a portal) when we own the transition; it travels
+        as `by`. The event's actor is always a member id, so both copies record the same.
+        """
+        find(event, case_.state, target, owner)
+        at = self._clock() if at is None else at
+        body = dict(body or {})
+        if owner is case_.side:
+            body.setdefault("by", actor)
+            member = self.me
+        else:
+            member = actor
+        if event == "case.status":
+            body["state"] = target.value
+        moved = replace(case_, state=target, updated_at=self._clock(),
+                        data={**case_.data, **(data or {})})
+        moved = self._enter(moved, case_.state, target)
+        if moved.side is Side.HANDLER and moved.decision_due and \
+                (event == "case.accept" or target is S.IN_REVIEW):
+            # The decision date travels with the message, so the receiver shows the same.
+            body.setdefault("decision_due", moved.decision_due)
+        await self.repo.save(tx.conn, moved)
+        detail = {k: v for k, v in body.items() if k not in ("at", "applicant")}
+        dest = moved.counterpart
+        if send and dest is not None:
+            entry = await enqueue(tx.conn, self._outbox, dest=dest, type_=event,
+                                  body={**body, "at": at}, now=self._clock(),
+                                  case_id=moved.case_id, att=att)
+            jti = entry.jti
+            tx.wake.add(dest)
+        await self.repo.add_event(tx.conn, moved.case_id, event=event,
+                                  from_state=case_.state, to_state=target, actor=member, at=at,
+                                  jti=jti, detail=detail)
+        log.info("case %s: %s %s -> %s by %s", moved.case_id, event,
+                 case_.state.value if case_.state else "-", target.value, member)
+        return await self._after_enter(tx, moved)
+
+    def _enter(self, case_: Case, source: CaseState | None, target: CaseState) -> Case:
+        """Statutory clocks (行政许可法 arts. 32, 42, 45): kept by the handler side."""
+        today = self.today()
+        clock = dict(case_.clock)
+        supplement_due, decision_due = case_.supplement_due, case_.decision_due
+        count = case_.supplement_count
+        if case_.side is Side.HANDLER:
+            if target is S.HANDLER_RECEIVED:
+                clock["received"] = today.isoformat()
+                supplement_due = self.calendar.add_workdays(
+                    today, self.settings.supplement_notice_days).isoformat()
+            elif target is S.SUPPLEMENT_REQUIRED:
+                count += 1
+                supplement_due = self.calendar.add_workdays(
+                    today, self.settings.supplement_reply_days).isoformat()
+            elif target is S.ACCEPTED:
+                clock["accepted"] = today.isoformat()
+                supplement_due = None
+            elif target is S.SUSPENDED:
+                clock["pauses"] = [*clock.get("pauses", []), [today.isoformat(), None]]
+            elif target is S.IN_REVIEW and source is S.SUSPENDED:
+                pauses = [list(p) for p in clock.get("pauses", [])]
+                if pauses and pauses[-1][1] is None:
+                    pauses[-1][1] = today.isoformat()
+                clock["pauses"] = pauses
+            if target in (S.ACCEPTED, S.SUSPENDED, S.IN_REVIEW) and "accepted" in clock:
+                decision_due = self._decision_due(case_, clock)
+            if target in (S.SUBMITTED, S.FORWARDED):
+                supplement_due = None
+        if target in DONE or target in FINAL:
+            if target is S.CONCLUDED and decision_due and today.isoformat() > decision_due:
+                clock["late"] = True
+            supplement_due = None
+        moved = replace(case_, clock=clock, supplement_due=supplement_due,
+                        decision_due=decision_due, supplement_count=count)
+        return replace(moved, overdue=self._is_overdue(moved, today))
+
+    def _decision_due(self, case_: Case, clock: Mapping[str, Any]) -> str | None:
+        item = self.catalog.get(case_.item_code or "")
+        days = item.decision_days if item else 20
+        extension = item.extension_days if item else 10
+        kind = "decision"
+        if case_.mode == Mode.JOINT.value:
+            kind, days, extension = "joint", 45, 15
+        pauses = [clocks.Pause(datetime.date.fromisoformat(a),
+                               datetime.date.fromisoformat(b) if b else None)
+                  for a, b in clock.get("pauses", [])]
+        result = clocks.deadline(clocks.ClockSpec(kind, days, extension),
+                                 datetime.date.fromisoformat(clock["accepted"]), pauses,
+                                 bool(clock.get("extended")), self.calendar)
+        if result.due is None:
+            return case_.decision_due  # paused: the last known date stands until resumed
+        return result.due.isoformat()
+
+    def _is_overdue(self, case_: Case, today: datetime.date) -> bool:
+        iso = today.isoformat()
+        if case_.state is S.HANDLER_RECEIVED and case_.supplement_due:
+            return iso > case_.supplement_due  # no supplement notice within 5 working days
+        if case_.state in (S.ACCEPTED, S.IN_REVIEW) and case_.decision_due:
+            return iso > case_.decision_due
+        return False
+
+    async def _after_enter(self, tx: Tx, case_: Case) -> Case:
+        """What a state sets off by itself."""
+        if case_.side is Side.HANDLER and case_.state in (S.SUBMITTED, S.FORWARDED):
+            # The gateway has handed the case to the handling authority's queue. (With a
+            # region adapter, this waits for the local system to confirm; see adapters/.)
+            return await self._move(tx, case_, "case.status", S.HANDLER_RECEIVED,
+                                    owner=Side.HANDLER, actor=self.me, send=True)
+        if case_.side is Side.RECEIVER and case_.parent_id is not None:
+            from gateway.cases.parents import on_part_changed
+            await on_part_changed(self, tx, case_)
+        return case_
+
+    # --- creating cases on the receiving side -----------------------------------------
+    def _route(self, item: CatalogItem, mode: str, applicant: Applicant,
+               handler: str | None) -> Route:
+        snapshot = self._holder.require_fresh()
+        division = applicant.id_number[:6] if applicant.id_number else None
+        return route(snapshot, self.catalog, item_code=item.code, mode=mode,
+                     applicant_division=division, handler=handler, receiver=self.me)
+
+    def _check_materials(self, materials: Sequence[Material]) -> None:
+        c = Collector()
+        for i, material in enumerate(materials):
+            if material.sha256 and self._blob_present is not None and \
+                    not self._blob_present(material.sha256):
+                c.add(f"materials[{i}].sha256", "no such material uploaded to this gateway")
+        c.done()
+
+    def plan(self, app: Application, *, intake: bool) -> list[Route]:
+        """Route every part of an application, or refuse it with every reason at once."""
+        c = Collector()
+        routes: list[Route] = []
+        for i, part in enumerate(app.parts):
+            prefix = "" if app.kind == "single" else (
+                f"items[{i}]." if app.kind == "bundle" else f"handlers[{i}].")
+            try:
+                item = self.catalog.require(part.item, field=f"{prefix}item"
+                                            if app.kind == "bundle" else "item")
+                if not intake:
+                    check_loa(item, app.loa)
+                if app.kind == "single" and not intake:
+                    missing = missing_materials(item, app.materials)
+                    if missing:
+                        c.add("materials", "missing required materials: " + "; ".join(missing))
+                if item.applicant != app.applicant.kind:
+                    c.add("applicant.kind", f"{item.name} is for a {item.applicant} applicant")
+                routes.append(self._route(item, app.mode, app.applicant, part.handler))
+            except InvalidInput as exc:
+                c.guard(exc)
+            except TongbanError as exc:
+                c.add(getattr(exc, "field", None) or f"{prefix}handler", exc.detail)
+        c.done()
+        self._check_materials(app.materials)
+        return routes
+
+    def _new_case(self, *, app: Application, actor: Actor, kind: str, item: str | None,
+                  handler: str | None, parent_id: str | None = None, step: int | None = None,
+                  query_hash: str | None) -> Case:
+        now = self._clock()
+        identity = app.applicant.identity
+        return Case(
+            case_id=f"{self.me}:{uuid.uuid4()}", side=Side.RECEIVER, kind=kind, mode=app.mode,
+            receiver=self.me, handler=handler, state=None,
+            applicant_key=self.applicant_key(identity), applicant=app.applicant,
+            data={"form": dict(app.form), "materials": [m.to_json() for m in app.materials],
+                  "delivery": app.delivery.to_json(), "loa": app.loa,
+                  "courier": list(app.courier)},
+            clock={}, created_at=now, updated_at=now, item_code=item, parent_id=parent_id,
+            step=step, portal_client=actor.subject if actor.kind == "portal" else None,
+            query_password_hash=query_hash)
+
+    def submit_body(self, case_: Case, history: Sequence[CaseEvent] = ()) -> dict[str, Any]:
+        """The `case.submit` body: the application as the handler needs it to decide."""
+        body: dict[str, Any] = {
+            "item": case_.item_code, "mode": case_.mode,
+            "applicant": case_.applicant.to_json(), "loa": case_.data.get("loa"),
+            "form": case_.data.get("form", {}), "materials": case_.data.get("materials", []),
+            "delivery": case_.data.get("delivery", {}),
+        }
+        if case_.data.get("courier"):
+            body["courier"] = case_.data["courier"]
+        if case_.parent_id:
+            body["parent"] = case_.parent_id
+        if history:
+            body["history"] = [{"event": e.event, "at": e.at, "actor": e.actor,
+                                "detail": dict(e.detail)} for e in history]
+        return body
+
+    @staticmethod
+    def attachments(case_: Case) -> list[dict[str, Any]] | None:
+        att = []
+        for m in case_.data.get("materials", []):
+            if m.get("sha256"):
+                att.append({"sha256": m["sha256"], "size": m.get("size") or 0,
+                            "media_type": m.get("media_type") or "application/octet-stream",
+                            "name": m.get("name") or m["code"]})
+        return att or None
+
+    async def send_submit(self, tx: Tx, case_: Case, actor: str) -> Case:
+        history: list[CaseEvent] = []
+        if case_.state is not None:
+            history = [e for e in await self.repo.events(tx.conn, case_.case_id)
+                       if e.is_transition]
+        return await self._move(tx, case_, "case.submit",
+                                S.FORWARDED if case_.state is S.FORMALLY_CHECKED
+                                else S.SUBMITTED,
+                                owner=Side.RECEIVER, actor=actor,
+                                body=self.submit_body(case_, history), send=True,
+                                att=self.attachments(case_))
+
+    async def submit(self, actor: Actor, app: Application) -> tuple[Case, str]:
+        """An online application from the portal (全程网办), a joint case, or a bundle."""
+        if actor.kind == "applicant" and actor.applicant_key != \
+                self.applicant_key(app.applicant.identity):
+            raise Forbidden("an applicant can only apply for themselves")
+        if actor.kind == "applicant" and actor.loa:
+            app = replace(app, loa=actor.loa)
+        if app.mode == Mode.PROXY.value:
+            raise InvalidInput(FieldError("mode", "proxy cases start at a window "
+                                                  "(POST /api/v1/window/cases)"))
+        routes = self.plan(app, intake=False)
+        password = credentials.new_query_password()
+        query_hash = credentials.hash_password(password, n=2**14)
+
+        async def op(tx: Tx) -> Case:
+            if app.kind == "single":
+                case_ = self._new_case(app=app, actor=actor, kind="single",
+                                       item=routes[0].item.code, handler=routes[0].handler,
+                                       query_hash=query_hash)
+                await self.repo.insert(tx.conn, case_)
+                return await self.send_submit(tx, case_, actor.label)
+            from gateway.cases.parents import create_parent
+            return await create_parent(self, tx, app, routes, actor, query_hash)
+
+        case_ = await self._write(op)
+        return case_, password
+
+    async def window_intake(self, actor: Actor, app: Application,
+                            identity_check: Mapping[str, Any]) -> tuple[Case, str]:
+        """The receiving window takes an application (异地代收): identity checked in person."""
+        if app.kind != "single" or app.mode != Mode.PROXY.value:
+            raise InvalidInput(FieldError("mode", "the window takes single proxy cases"))
+        routes = self.plan(app, intake=True)
+        check_loa(routes[0].item, app.loa)
+        password = credentials.new_query_password()
+        query_hash = credentials.hash_password(password, n=2**14)
+
+        async def op(tx: Tx) -> Case:
+            case_ = self._new_case(app=app, actor=actor, kind="single",
+                                   item=routes[0].item.code, handler=routes[0].handler,
+                                   query_hash=query_hash)
+            await self.repo.insert(tx.conn, case_)
+            return await self._move(tx, case_, "window.intake", S.RECEIVED_AT_WINDOW,
+                                    owner=Side.RECEIVER, actor=actor.label, send=False,
+                                    body={"identity_check": dict(identity_check),
+                                          "route": routes[0].reason})
+
+        case_ = await self._write(op)
+        return case_, password
+
+    async def _locked(self, tx: Tx, case_id: str) -> Case:
+        found = await self.repo.get(tx.conn, case_id, for_update=True)
+        if found is None:
+            raise NotFound(f"no case {case_id}")
+        return found
+
+    async def formal_check(self, actor: Actor, case_id: str,
+                           materials: Any = None) -> tuple[Case, list[str]]:
+        """形式审查: complete → formally_checked; else the list of what is missing, once."""
+        c = Collector()
+        extra = parse_materials(c, materials)
+        c.done()
+
+        async def op(tx: Tx) -> tuple[Case, list[str]]:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            find("window.formal_check", case_.state, S.FORMALLY_CHECKED, Side.RECEIVER)
+            known = parse_materials(Collector(), case_.data.get("materials", []))
+            merged = _merge_materials(known, extra)
+            self._check_materials(merged)
+            item = self.catalog.require(case_.item_code or "")
+            missing = missing_materials(item, merged)
+            data = {"materials": [m.to_json() for m in merged]}
+            if missing:
+                await self.repo.save(tx.conn, replace(case_, data={**case_.data, **data},
+                                                      updated_at=self._clock()))
+                return case_, missing
+            moved = await self._move(tx, case_, "window.formal_check", S.FORMALLY_CHECKED,
+                                     owner=Side.RECEIVER, actor=actor.label, send=False,
+                                     body={"complete": True}, data=data)
+            return moved, []
+
+        return await self._write(op)
+
+    async def forward(self, actor: Actor, case_id: str, courier: Sequence[str] = ()) -> Case:
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            find("case.submit", case_.state, S.FORWARDED, Side.RECEIVER)
+            if courier:
+                case_ = replace(case_, data={**case_.data, "courier": list(courier)})
+            return await self.send_submit(tx, case_, actor.label)
+
+        return await self._write(op)
+
+    # --- requests from the receiving side ---------------------------------------------
+    async def withdraw(self, actor: Actor, case_id: str, reason: str) -> Case:
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            if case_.kind != "single":
+                from gateway.cases.parents import withdraw_parent
+                return await withdraw_parent(self, tx, case_, actor, reason)
+            if case_.state in (S.RECEIVED_AT_WINDOW, S.FORMALLY_CHECKED):
+                return await self._move(tx, case_, "window.withdraw", S.WITHDRAWN,
+                                        owner=Side.RECEIVER, actor=actor.label, send=False,
+                                        body={"reason": reason})
+            return await self._request(tx, case_, Request.WITHDRAW, actor, {"reason": reason})
+
+        return await self._write(op)
+
+    async def supplement(self, actor: Actor, case_id: str, materials: Any,
+                         note: str = "") -> Case:
+        c = Collector()
+        given = parse_materials(c, materials)
+        if not given:
+            c.add("materials", "list the materials supplied")
+        c.done()
+        self._check_materials(given)
+
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            att = [a for a in (m.attachment() for m in given) if a is not None]
+            return await self._request(tx, case_, Request.SUPPLEMENT, actor,
+                                       {"materials": [m.to_json() for m in given],
+                                        "note": note}, att=att or None)
+
+        return await self._write(op)
+
+    async def choose_delivery(self, actor: Actor, case_id: str, value: Any) -> Case:
+        c = Collector()
+        delivery = parse_delivery(c, value)
+        c.done()
+
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            data = {"delivery": delivery.to_json()}
+            if case_.state in (None, S.RECEIVED_AT_WINDOW, S.FORMALLY_CHECKED) or \
+                    case_.kind != "single":
+                updated = replace(case_, data={**case_.data, **data},
+                                  updated_at=self._clock())
+                await self.repo.save(tx.conn, updated)
+                return updated
+            return await self._request(tx, case_, Request.NOTE, actor, data)
+
+        return await self._write(op)
+
+    async def _request(self, tx: Tx, case_: Case, request: Request, actor: Actor,
+                       body: dict[str, Any], att: list[dict[str, Any]] | None = None) -> Case:
+        assert case_.state is not None
+        check_request(request, case_.state)
+        at = self._clock()
+        body = {**body, "by": actor.label}
+        dest = case_.counterpart
+        assert dest is not None
+        entry = await enqueue(tx.conn, self._outbox, dest=dest, type_=request.value,
+                              body={**body, "at": at}, now=at, case_id=case_.case_id, att=att)
+        tx.wake.add(dest)
+        await self.repo.add_event(tx.conn, case_.case_id, event=request.value,
+                                  from_state=case_.state, to_state=None, actor=self.me,
+                                  at=at, jti=entry.jti, detail=body)
+        return case_
+
+    # --- after the decision, on the receiving side -----------------------------------
+    async def handover(self, actor: Actor, case_id: str) -> Case:
+        """The result handed over at the receiving window (审批结果送达)."""
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            if case_.kind != "single":
+                from gateway.cases.parents import deliver_parent
+                return await deliver_parent(self, tx, case_, actor)
+            if case_.delivery_method != "window":
+                raise InvalidTransition(f"the result goes by {case_.delivery_method}; "
+                                        "the handling member delivers it")
+            return await self._move(tx, case_, "case.deliver", S.DELIVERED,
+                                    owner=Side.RECEIVER, actor=actor.label, send=True,
+                                    body={"method": "window"})
+
+        return await self._write(op)
+
+    async def evaluate(self, actor: Actor, case_id: str, level: Any, comment: Any) -> Case:
+        """好差评: five levels; 1-2 are bad reviews that open a fix task at the handler."""
+        c = Collector()
+        if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 5:
+            c.add("level", "must be 1 (非常不满意) to 5 (非常满意)")
+        if comment is not None and (not isinstance(comment, str) or len(comment) > 1000):
+            c.add("comment", "must be text of at most 1000 characters")
+        c.done()
+
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            body = {"level": level, "comment": comment or ""}
+            if case_.kind != "single":
+                from gateway.cases.parents import evaluate_parent
+                return await evaluate_parent(self, tx, case_, actor, body)
+            return await self._move(tx, case_, "case.evaluate", S.EVALUATED,
+                                    owner=Side.RECEIVER, actor=actor.label, send=True,
+                                    body=body, data={"evaluation": body})
+
+        return await self._write(op)
+
+    # --- the handling authority ------------------------------------------------------
+    async def decide(self, actor: Actor, case_id: str, action: str,
+                     body: Mapping[str, Any]) -> Case:
+        """Accept, reject, ask for supplements, review, suspend, resume, conclude, deliver."""
+        c = Collector()
+        event, target, payload = _decision(c, action, body)
+        c.done()
+
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.HANDLER)
+            data: dict[str, Any] = {}
+            extra = dict(payload)
+            if event == "case.accept":
+                extra.setdefault("receipt_no", _receipt_no(self.me, case_))
+                data["receipt_no"] = extra["receipt_no"]
+            if event == "case.supplement_request":
+                data["supplement"] = extra
+            if event == "case.conclude":
+                data["outcome"] = extra
+            if event == "case.deliver":
+                if case_.delivery_method == "window":
+                    raise InvalidTransition("the applicant collects the result at the "
+                                            "receiving window; it hands it over")
+                extra["method"] = case_.delivery_method
+                data["delivered"] = extra
+            return await self._move(tx, case_, event, target, owner=Side.HANDLER,
+                                    actor=actor.label, send=True, body=extra, data=data)
+
+        return await self._write(op)
+
+    def _require_side(self, case_: Case, side: Side) -> Case:
+        if case_.side is not side:
+            raise InvalidTransition(f"this gateway is the {case_.side.value} of case "
+                                    f"{case_.case_id}; that action belongs to the "
+                                    f"{side.value}")
+        return case_
+
+    # --- clocks ------------------------------------------------------------------------
+    async def scan_clocks(self) -> dict[str, int]:
+        """Close cases whose supplement time ran out; flag overdue ones. Run periodically."""
+        today = self.today()
+        closed = flagged = 0
+        async with self._engine.connect() as conn:
+            open_cases = await self.repo.open_handler_cases(
+                conn, [S.HANDLER_RECEIVED, S.SUPPLEMENT_REQUIRED, S.ACCEPTED, S.IN_REVIEW])
+        for case_ in open_cases:
+            if case_.state is S.SUPPLEMENT_REQUIRED and case_.supplement_due and \
+                    today.isoformat() > case_.supplement_due:
+                async def timeout(tx: Tx, cid: str = case_.case_id) -> None:
+                    await self._timeout(tx, cid)
+                await self._write(timeout)
+                closed += 1
+                continue
+            overdue = self._is_overdue(case_, today)
+            if overdue != case_.overdue:
+                async def flag(tx: Tx, cid: str = case_.case_id, value: bool = overdue) -> None:
+                    current = await self._locked(tx, cid)
+                    await self.repo.save(tx.conn, replace(current, overdue=value))
+                await self._write(flag)
+                flagged += int(overdue)
+        return {"closed": closed, "overdue": flagged}
+
+    async def _timeout(self, tx: Tx, case_id: str) -> None:
+        case_ = await self._locked(tx, case_id)
+        if case_.state is not S.SUPPLEMENT_REQUIRED:
+            return
+        await self._move(tx, case_, "case.status", S.CLOSED, owner=Side.HANDLER,
+                         actor=self.me, send=True, body={"reason": "supplement_timeout"})
+
+
+def _merge_materials(known: Sequence[Material], extra: Sequence[Material]) -> list[Material]:
+    merged = {m.code: m for m in known}
+    for m in extra:
+        merged[m.code] = m
+    return list(merged.values())
+
+
+def _receipt_no(member: str, case_: Case) -> str:
+    """受理回执号: member, date, and a short unique part of the case id."""
+    day = datetime.datetime.fromtimestamp(case_.updated_at, CHINA).strftime("%Y%m%d")
+    return f"{member[3:]}{day}{case_.case_id[-8:].upper()}"
+
+
+def _decision(c: Collector, action: str,
+              body: Mapping[str, Any]) -> tuple[str, CaseState, dict[str, Any]]:
+    def text(key: str, required: bool = True) -> str | None:
+        value = body.get(key)
+        if value is None or value == "":
+            if required:
+                c.add(key, "is required")
+            return None
+        if not isinstance(value, str) or len(value) > 2000:
+            c.add(key, "must be text of at most 2000 characters")
+            return None
+        return value
+
+    if action == "accept":
+        receipt = text("receipt_no", required=False)
+        return "case.accept", S.ACCEPTED, ({"receipt_no": receipt} if receipt else {})
+    if action == "reject":
+        return "case.reject", S.REJECTED, {"reason": text("reason")}
+    if action == "supplement-request":
+        materials = body.get("materials")
+        if not isinstance(materials, list) or not materials or \
+                not all(isinstance(m, str) and m for m in materials):
+            c.add("materials", "list every missing material at once (一次性告知)")
+        return ("case.supplement_request", S.SUPPLEMENT_REQUIRED,
+                {"reason": text("reason"), "materials": materials})
+    if action == "review":
+        return "case.status", S.IN_REVIEW, {}
+    if action == "suspend":
+        procedure = body.get("procedure")
+        if procedure not in ("hearing", "inspection", "expert_review", "other"):
+            c.add("procedure", "must be hearing, inspection, expert_review or other")
+        return "case.status", S.SUSPENDED, {"reason": text("reason"), "procedure": procedure}
+    if action == "resume":
+        return "case.status", S.IN_REVIEW, {}
+    if action == "conclude":
+        outcome = body.get("outcome")
+        if outcome not in ("approved", "denied"):
+            c.add("outcome", "must be approved or denied")
+        payload: dict[str, Any] = {"outcome": outcome, "result": text("result")}
+        cert = body.get("certificate")
+        if cert is not None:
+            if not isinstance(cert, Mapping) or not isinstance(cert.get("id"), str):
+                c.add("certificate", "must be an object with the e-certificate id")
+            else:
+                payload["certificate"] = {"id": cert["id"]}
+        return "case.conclude", S.CONCLUDED, payload
+    if action == "deliver":
+        tracking = text("tracking", required=False)
+        return "case.deliver", S.DELIVERED, ({"tracking": tracking} if tracking else {})
+    c.add("action", "unknown action")
+    return "", S.CLOSED, {}
+
+
+__all__ = ["SYSTEM", "Actor", "CaseService", "CaseSettings", "Delivery", "Forbidden",
+           "NotFound", "Tx"]
