@@ -280,13 +280,15 @@ class CaseService:
         return route(snapshot, self.catalog, item_code=item.code, mode=mode,
                      applicant_division=division, handler=handler, receiver=self.me)
 
-    def _check_materials(self, materials: Sequence[Material]) -> None:
-        c = Collector()
+    def _check_materials(self, materials: Sequence[Material],
+                         into: Collector | None = None) -> None:
+        c = into or Collector()
         for i, material in enumerate(materials):
             if material.sha256 and self._blob_present is not None and \
                     not self._blob_present(material.sha256):
                 c.add(f"materials[{i}].sha256", "no such material uploaded to this gateway")
-        c.done()
+        if into is None:
+            c.done()
 
     def plan(self, app: Application, *, intake: bool) -> list[Route]:
         """Route every part of an application, or refuse it with every reason at once."""
@@ -311,8 +313,8 @@ class CaseService:
                 c.guard(exc)
             except TongbanError as exc:
                 c.add(getattr(exc, "field", None) or f"{prefix}handler", exc.detail)
+        self._check_materials(app.materials, into=c)
         c.done()
-        self._check_materials(app.materials)
         return routes
 
     def _new_case(self, *, app: Application, actor: Actor, kind: str, item: str | None,
