@@ -347,7 +347,7 @@ async def test_ordered_bundle_runs_step_by_step(
         "items": [{"item": "KSTB-JY-0001", "handler": TAOYUAN},
                   {"item": "KSTB-JY-0002", "handler": CHANGDE}],
         "ordered": True, "applicant": applicant("440403"), "loa": "L4",
-        "materials": materials("KSTB-JY-0001") + [{"code": "M01b", "name": "就业登记证明"}]},
+        "materials": [*materials("KSTB-JY-0001"), {"code": "M01b", "name": "就业登记证明"}]},
         expect=201)
     parent = doc["case"]
     first, second = (p["case_id"] for p in sorted(parent["parts"], key=lambda p: p["step"]))
