@@ -15,13 +15,16 @@ from gateway.blobs.receive import BlobReceiver
 from gateway.blobs.send import BlobUploader
 from gateway.blobs.store import BlobStore
 from gateway.cases.access import Authenticator
+from gateway.cases.certs import CertRequestHandler, CertResponseHandler, CertService
 from gateway.cases.inbound import CaseMessageHandler
+from gateway.cases.limits import FailureLimiter
 from gateway.cases.service import CaseService, CaseSettings
 from gateway.cases.workdays import WorkCalendar
 from gateway.config import GatewayConfig, check_serving
 from gateway.db.auth_repo import AuthRepo
 from gateway.db.batching import GroupCommitter
 from gateway.db.case_repo import CaseRepo
+from gateway.db.cert_repo import CertRepo
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.jti_repo import RequestJtiRepo
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
@@ -32,6 +35,8 @@ from gateway.federation.messages import (
     StoreOnlyCaseHandler,
     default_handlers,
 )
+from gateway.federation.messages import CertHandler as PlainCertRequest
+from gateway.federation.messages import CertResponseHandler as PlainCertResponse
 from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
 from gateway.http import api, blobs, federation, registry
@@ -193,15 +198,25 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
                                   supplement_reply_days=config.cases.supplement_reply_days),
             pseudonym_secret=secret, notify=dispatcher.notify, blob_present=blobs.has)
         app[K.CASES] = service
+        app[K.QUERY_LIMITER] = FailureLimiter(clock)
         clients = {cid: c.secret(cid) for cid, c in config.api.clients.items()}
         app[K.AUTH] = Authenticator(repo=auth_repo, clients=clients, clock=clock,
                                     session_ttl=config.api.session_ttl,
                                     applicant_key=service.applicant_key)
+        cert_repo = CertRepo()
+        service.certs = CertService(service, cert_repo)
         handler = CaseMessageHandler(service)
+        registry = app[K.HANDLERS]
         for type_ in CASE_TYPES:
-            current = app[K.HANDLERS].get(type_)
+            current = registry.get(type_)
             if current is None or isinstance(current, StoreOnlyCaseHandler):
-                app[K.HANDLERS].register(type_, handler)
+                registry.register(type_, handler)
+        # Placeholders of the message layer give way to the real certificate checks.
+        if isinstance(registry.get("cert.verify_request"), PlainCertRequest):
+            registry.register("cert.verify_request",
+                              CertRequestHandler(service.certs, service))
+        if isinstance(registry.get("cert.verify_response"), PlainCertResponse):
+            registry.register("cert.verify_response", CertResponseHandler(cert_repo, service))
 
         async def scan() -> None:
             while True:

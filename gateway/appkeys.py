@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.blobs.receive import BlobReceiver
 from gateway.blobs.store import BlobStore
 from gateway.cases.access import Authenticator
+from gateway.cases.limits import FailureLimiter
 from gateway.cases.service import CaseService
 from gateway.config import GatewayConfig
 from gateway.db.batching import GroupCommitter
@@ -23,6 +24,7 @@ from trust.clock import Clock
 CONFIG = web.AppKey("config", GatewayConfig)
 CASES = web.AppKey("cases", CaseService)
 AUTH = web.AppKey("auth", Authenticator)
+QUERY_LIMITER = web.AppKey("query_limiter", FailureLimiter)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 COMMITTER = web.AppKey("committer", GroupCommitter)

@@ -360,3 +360,111 @@ async def test_ordered_bundle_runs_step_by_step(
     seen = await portal.call("GET", f"/api/v1/cases/{parent['case_id']}")
     assert seen["case"]["state"] == "submitted"
     assert [p["state"] for p in seen["case"]["parts"]] == ["concluded", "handler_received"]
+
+
+# --- electronic certificates (电子证照) -----------------------------------------------------
+async def test_e_certificate_checked_with_its_issuer(
+        fed: Federation, http: aiohttp.ClientSession) -> None:
+    cert_id = "CN440403.SB.2026.000001"
+    case_id, portal = await online_case(fed, http)
+    officer = await Api(http, fed[DOUMEN]).as_clerk("officer")
+    await officer.call("POST", f"/api/v1/handling/cases/{case_id}/accept", {})
+    await officer.call("POST", f"/api/v1/handling/cases/{case_id}/conclude", {
+        "outcome": "approved", "result": "已转移",
+        "certificate": {"id": cert_id, "name": "参保缴费凭证"}})
+
+    async def apply_with(person: dict[str, Any], cert: str) -> str:
+        files = materials(ONLINE_ITEM)
+        files[2] |= {"cert": {"id": cert, "issuer": DOUMEN}}
+        doc = await portal.call("POST", "/api/v1/cases", {
+            "item": ONLINE_ITEM, "handler": CHANGDE, "applicant": person, "loa": "L4",
+            "materials": files}, expect=201)
+        return str(doc["case"]["case_id"])
+
+    other = applicant("430725", name="李四") | {"id_number": make_id("430725", sequence="457")}
+    cases_ = {"own": await apply_with(applicant("430725"), cert_id),
+              "someone else's": await apply_with(other, cert_id),
+              "unknown": await apply_with(applicant("430725"), "CN440403.SB.2026.999999")}
+    changde_officer = await Api(http, fed[CHANGDE]).as_clerk("officer")
+
+    async def status_of(case_id: str) -> str | None:
+        doc = await changde_officer.call("GET", f"/api/v1/cases/{case_id}")
+        return doc["case"]["materials"][2]["cert"].get("status")
+
+    for label, cid in cases_.items():
+        async def answered(cid: str = cid) -> bool:
+            return await status_of(cid) in ("valid", "invalid")
+
+        await wait_for(answered, what=f"the issuer's answer for the {label} certificate")
+    assert await status_of(cases_["own"]) == "valid"
+    assert await status_of(cases_["someone else's"]) == "invalid"
+    assert await status_of(cases_["unknown"]) == "invalid"
+    # A decision cannot issue the same certificate id twice.
+    again, _ = await online_case(fed, http)
+    await officer.call("POST", f"/api/v1/handling/cases/{again}/accept", {})
+    await refused(officer, "POST", f"/api/v1/handling/cases/{again}/conclude", {
+        "outcome": "approved", "result": "x", "certificate": {"id": cert_id}}, 422,
+        "invalid-body")
+    assert await state(fed[DOUMEN], again) == "accepted"
+
+
+async def test_delivery_change_goes_through_the_handler_and_stops_at_the_decision(
+        fed: Federation, http: aiohttp.ClientSession) -> None:
+    case_id, portal = await online_case(fed, http)
+    doc = await portal.call("POST", f"/api/v1/cases/{case_id}/delivery",
+                            {"method": "post", "address": "湖南省常德市桃源县漳江镇1号"},
+                            expect=202)
+
+    async def confirmed() -> bool:
+        seen = await portal.call("GET", f"/api/v1/cases/{case_id}")
+        return bool(seen["case"]["delivery"]["method"] == "post")
+
+    await wait_for(confirmed, what="the handler to confirm the new delivery")
+    officer = await Api(http, fed[DOUMEN]).as_clerk("officer")
+    handler_view = await officer.call("GET", f"/api/v1/cases/{case_id}")
+    assert handler_view["case"]["delivery"]["method"] == "post"
+    for action, body in (("accept", {}), ("conclude", {"outcome": "approved", "result": "ok"})):
+        await officer.call("POST", f"/api/v1/handling/cases/{case_id}/{action}", body)
+    await reach(fed[TAOYUAN], case_id, "concluded")
+    await refused(portal, "POST", f"/api/v1/cases/{case_id}/delivery", {"method": "window"},
+                  422, "invalid-transition")
+    await refused(portal, "POST", f"/api/v1/cases/{case_id}/delivery", {"method": "drone"},
+                  422, "invalid-body", "method")
+    await officer.call("POST", f"/api/v1/handling/cases/{case_id}/deliver",
+                       {"tracking": "EMS0001"})
+    await reach(fed[TAOYUAN], case_id, "delivered")
+    # What applicants see: no officer names; with only the query password, no address either.
+    mine = (await portal.call("GET", f"/api/v1/cases/{case_id}"))["case"]
+    assert "by" not in mine["outcome"]
+    assert all("by" not in e["detail"] for e in mine["history"])
+    assert doc["case"]["delivery"]["method"] == "window"  # unchanged until confirmed
+
+
+async def test_query_password_guessing_is_limited(
+        fed: Federation, http: aiohttp.ClientSession) -> None:
+    portal = Api(http, fed[TAOYUAN]).as_portal()
+    doc = await portal.call("POST", "/api/v1/cases", {
+        "item": ONLINE_ITEM, "handler": DOUMEN, "applicant": applicant("430725"), "loa": "L4",
+        "materials": materials(ONLINE_ITEM),
+        "delivery": {"method": "post", "address": "湖南省常德市桃源县漳江镇1号"}}, expect=201)
+    case_id, password = doc["case"]["case_id"], doc["query_password"]
+    anonymous = Api(http, fed[TAOYUAN])
+    seen = await anonymous.call("GET", f"/api/v1/cases/{case_id}",
+                                headers={"X-Query-Password": password})
+    assert "漳江镇" not in str(seen)  # the address is not shown to a password holder
+    for _ in range(5):
+        await anonymous.call("GET", f"/api/v1/cases/{case_id}",
+                             headers={"X-Query-Password": "12345678"}, expect=404)
+    status, _, body = await anonymous.raw("GET", f"/api/v1/cases/{case_id}",
+                                          headers={"X-Query-Password": password})
+    assert status == 429 and body["type"] == "urn:tongban:error:rate-limited"
+
+
+async def test_stale_registry_refuses_new_cases_with_503(
+        fed: Federation, http: aiohttp.ClientSession) -> None:
+    portal = Api(http, fed[TAOYUAN]).as_portal()
+    fed.clock.advance(8 * 86400)  # past the registry's 7-day validity; nobody republished
+    await refused(portal, "POST", "/api/v1/cases", {
+        "item": ONLINE_ITEM, "handler": DOUMEN, "applicant": applicant("430725"), "loa": "L4",
+        "materials": materials(ONLINE_ITEM)}, 503, "registry-stale")
+    assert await count_cases(fed[TAOYUAN]) == 0

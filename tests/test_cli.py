@@ -166,13 +166,17 @@ async def test_send_verb_delivers_through_the_running_gateway(tmp_path: Path,
         config = fed[DOUMEN].config.keys.dir.parent / "tongban.toml"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli.main", "send", "-c", str(config), "--to", TAOYUAN,
-            "--type", "case.submit", "--body", '{"item": "CN-YLBX-0001"}', "--wait", "30",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "--wait", "30", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
         assert proc.returncode == 0, err.decode()
         assert "delivered: receipt status accepted, verified" in out.decode()
-        [stored] = await fed[TAOYUAN].inbox()
-        assert stored.iss == DOUMEN and stored.type == "case.submit"
+        assert "answered by CN-430725: cert.verify_response (invalid" in out.decode()
+        [stored] = [e for e in await fed[TAOYUAN].inbox(cases_only=False)
+                    if e.type.startswith("cert.")]
+        assert stored.iss == DOUMEN and stored.type == "cert.verify_request"
+        [answer] = [e for e in await fed[DOUMEN].inbox(cases_only=False)
+                    if e.type.startswith("cert.")]
+        assert answer.iss == TAOYUAN and answer.type == "cert.verify_response"
     finally:
         await fed.close()
 

@@ -26,6 +26,7 @@ class ErrorCode(enum.StrEnum):
     REPLAY = "replay"
     MISSING_BLOB = "missing-blob"
     TOO_LARGE = "too-large"
+    RATE_LIMITED = "rate-limited"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     INVALID_TRANSITION = "invalid-transition"
     INVALID_BODY = "invalid-body"
@@ -58,6 +59,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.REPLAY: 409,
     ErrorCode.MISSING_BLOB: 409,
     ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INVALID_TRANSITION: 422,
     ErrorCode.INVALID_BODY: 422,
@@ -82,6 +84,7 @@ _TITLES: dict[ErrorCode, str] = {
     ErrorCode.REPLAY: "Message id reused with different content",
     ErrorCode.MISSING_BLOB: "Referenced material not uploaded",
     ErrorCode.TOO_LARGE: "Request body too large",
+    ErrorCode.RATE_LIMITED: "Too many attempts",
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
     ErrorCode.INVALID_TRANSITION: "Illegal case transition",
     ErrorCode.INVALID_BODY: "Message type or body not valid",

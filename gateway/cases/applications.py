@@ -207,11 +207,12 @@ def parse_delivery(c: Collector, value: Any, path: str = "delivery") -> Delivery
     if not isinstance(value, Mapping):
         c.add(path, "must be an object")
         return Delivery()
+    prefix = f"{path}." if path else ""
     method = value.get("method", "window")
     if method not in DELIVERY_METHODS:
-        c.add(f"{path}.method", f"must be one of {', '.join(DELIVERY_METHODS)}")
+        c.add(f"{prefix}method", f"must be one of {', '.join(DELIVERY_METHODS)}")
         return Delivery()
-    address = _text(c, value, "address", f"{path}.", required=method == "post", limit=500)
+    address = _text(c, value, "address", prefix, required=method == "post", limit=500)
     return Delivery(method=method, address=address)
 
 

@@ -129,6 +129,18 @@ async def apply_case_message(service: CaseService, tx: Tx, msg: CaseMessage) -> 
             not (msg.type == "case.status" and "state" in body):
         await _receive_request(service, tx, case_, Request(msg.type), msg, body, detail, at)
         return
+    if msg.type == "case.status" and "state" not in body:
+        # A note from the handler: it applied a change the receiver asked for (delivery).
+        if case_.side is not Side.RECEIVER:
+            raise InvalidBody("case.status without state is a request to the handler")
+        if isinstance(body.get("delivery"), dict):
+            updated = replace(case_, data={**case_.data, "delivery": body["delivery"]},
+                              updated_at=service._clock())
+            await service.repo.save(tx.conn, updated)
+        await service.repo.add_event(tx.conn, case_.case_id, event=msg.type,
+                                     from_state=case_.state, to_state=None, actor=msg.iss,
+                                     at=at, jti=msg.jti, detail=detail)
+        return
     target = CaseState(body["state"]) if msg.type == "case.status" else None
     transition = find(msg.type, case_.state, target, sender_side)
     if msg.type == "case.deliver":
@@ -187,9 +199,28 @@ async def _receive_request(service: CaseService, tx: Tx, case_: Case, request: R
                             owner=Side.HANDLER, actor=me, send=True, body={"cause": msg.jti},
                             data={"materials": list(known.values())})
     else:
-        data = {"delivery": body["delivery"]} if isinstance(body.get("delivery"), dict) else {}
-        updated = replace(case_, data={**case_.data, **data}, updated_at=service._clock())
+        from gateway.cases.applications import Collector, parse_delivery
+        c = Collector()
+        delivery = parse_delivery(c, body.get("delivery"))
+        try:
+            c.done()
+        except InvalidInput as exc:
+            raise InvalidBody(f"case.status: {exc.detail}") from None
+        updated = replace(case_, data={**case_.data, "delivery": delivery.to_json()},
+                          updated_at=service._clock())
         await service.repo.save(tx.conn, updated)
+        # Confirm, so the receiver's copy changes only once the handler's has.
+        dest = case_.receiver
+        from gateway.federation.outbox import enqueue
+        entry = await enqueue(tx.conn, service._outbox, dest=dest, type_="case.status",
+                              body={"delivery": delivery.to_json(), "cause": msg.jti,
+                                    "at": service._clock()},
+                              now=service._clock(), case_id=case_.case_id)
+        tx.wake.add(dest)
+        await service.repo.add_event(tx.conn, case_.case_id, event="case.status",
+                                     from_state=case_.state, to_state=None, actor=me,
+                                     at=service._clock(), jti=entry.jti,
+                                     detail={"delivery": delivery.to_json(), "cause": msg.jti})
 
 
 async def _receive_submission(service: CaseService, tx: Tx, msg: CaseMessage) -> None:
@@ -245,6 +276,8 @@ async def _receive_submission(service: CaseService, tx: Tx, msg: CaseMessage) ->
         case_ = replace(case_, state=transition.target)
     await service.repo.save(tx.conn, case_)
     target = S.FORWARDED if case_.state is S.FORMALLY_CHECKED else S.SUBMITTED
-    await service._move(tx, case_, "case.submit", target, owner=Side.RECEIVER,
-                        actor=msg.iss, body=body, send=False, at=float(body["at"]),
-                        jti=msg.jti)
+    case_ = await service._move(tx, case_, "case.submit", target, owner=Side.RECEIVER,
+                                actor=msg.iss, body=body, send=False, at=float(body["at"]),
+                                jti=msg.jti)
+    if service.certs is not None:
+        await service.certs.request_checks(tx, case_)

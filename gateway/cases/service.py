@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,8 +30,12 @@ from gateway.cases.applications import (
     parse_materials,
 )
 from gateway.cases.model import Applicant, Case, CaseEvent
+
+if TYPE_CHECKING:
+    from gateway.cases.certs import CertService
 from gateway.cases.states import (
     FINAL,
+    UNDECIDED,
     CaseState,
     InvalidTransition,
     Request,
@@ -49,10 +54,11 @@ from registry.routing import Route, route
 from registry.validation import FieldError, InvalidInput
 from trust import credentials
 from trust.clock import Clock
-from trust.errors import ErrorCode, TongbanError
+from trust.errors import ErrorCode, RegistryError, TongbanError
 
 log = logging.getLogger(__name__)
 
+CERT_ID_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,128}$")
 CHINA = datetime.timezone(datetime.timedelta(hours=8))  # no DST: a fixed offset is exact
 S = CaseState
 T = TypeVar("T")
@@ -119,6 +125,7 @@ class CaseService:
         self._secret = pseudonym_secret
         self._notify = notify
         self._blob_present = blob_present
+        self.certs: CertService | None = None  # set by the app once certificates are wired
 
     @property
     def me(self) -> str:
@@ -311,6 +318,8 @@ class CaseService:
                 routes.append(self._route(item, app.mode, app.applicant, part.handler))
             except InvalidInput as exc:
                 c.guard(exc)
+            except RegistryError:
+                raise  # a stale registry is 503 registry-stale, not a problem of the input
             except TongbanError as exc:
                 c.add(getattr(exc, "field", None) or f"{prefix}handler", exc.detail)
         self._check_materials(app.materials, into=c)
@@ -500,19 +509,32 @@ class CaseService:
 
     async def choose_delivery(self, actor: Actor, case_id: str, value: Any) -> Case:
         c = Collector()
-        delivery = parse_delivery(c, value)
+        delivery = parse_delivery(c, value, path="")
         c.done()
 
-        async def op(tx: Tx) -> Case:
-            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+        async def change(tx: Tx, case_: Case) -> Case:
             data = {"delivery": delivery.to_json()}
-            if case_.state in (None, S.RECEIVED_AT_WINDOW, S.FORMALLY_CHECKED) or \
-                    case_.kind != "single":
+            if case_.state in (None, S.RECEIVED_AT_WINDOW, S.FORMALLY_CHECKED):
                 updated = replace(case_, data={**case_.data, **data},
                                   updated_at=self._clock())
                 await self.repo.save(tx.conn, updated)
                 return updated
+            # The handler's copy changes first and confirms; ours follows its confirmation.
             return await self._request(tx, case_, Request.NOTE, actor, data)
+
+        async def op(tx: Tx) -> Case:
+            case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
+            if case_.kind == "single":
+                return await change(tx, case_)
+            if case_.state is not S.SUBMITTED:
+                raise InvalidTransition(f"the {case_.kind} case is decided; delivery is fixed")
+            for child in await self.repo.children(tx.conn, case_.case_id):
+                if child.state is None or child.state in UNDECIDED:
+                    await change(tx, child)
+            updated = replace(case_, data={**case_.data, "delivery": delivery.to_json()},
+                              updated_at=self._clock())
+            await self.repo.save(tx.conn, updated)
+            return updated
 
         return await self._write(op)
 
@@ -595,8 +617,13 @@ class CaseService:
                                             "receiving window; it hands it over")
                 extra["method"] = case_.delivery_method
                 data["delivered"] = extra
-            return await self._move(tx, case_, event, target, owner=Side.HANDLER,
-                                    actor=actor.label, send=True, body=extra, data=data)
+            moved = await self._move(tx, case_, event, target, owner=Side.HANDLER,
+                                     actor=actor.label, send=True, body=extra, data=data)
+            certificate = extra.get("certificate")
+            if event == "case.conclude" and extra.get("outcome") == "approved" and \
+                    certificate and self.certs is not None:
+                await self.certs.issue(tx, moved, certificate)
+            return moved
 
         return await self._write(op)
 
@@ -661,8 +688,9 @@ def _decision(c: Collector, action: str,
             if required:
                 c.add(key, "is required")
             return None
-        if not isinstance(value, str) or len(value) > 2000:
-            c.add(key, "must be text of at most 2000 characters")
+        limit = 64 if key == "receipt_no" else 2000
+        if not isinstance(value, str) or len(value) > limit:
+            c.add(key, f"must be text of at most {limit} characters")
             return None
         return value
 
@@ -673,9 +701,10 @@ def _decision(c: Collector, action: str,
         return "case.reject", S.REJECTED, {"reason": text("reason")}
     if action == "supplement-request":
         materials = body.get("materials")
-        if not isinstance(materials, list) or not materials or \
-                not all(isinstance(m, str) and m for m in materials):
-            c.add("materials", "list every missing material at once (一次性告知)")
+        if not isinstance(materials, list) or not 0 < len(materials) <= 50 or \
+                not all(isinstance(m, str) and 0 < len(m) <= 200 for m in materials):
+            c.add("materials", "list every missing material at once (一次性告知), "
+                               "up to 50 names of at most 200 characters")
         return ("case.supplement_request", S.SUPPLEMENT_REQUIRED,
                 {"reason": text("reason"), "materials": materials})
     if action == "review":
@@ -694,10 +723,15 @@ def _decision(c: Collector, action: str,
         payload: dict[str, Any] = {"outcome": outcome, "result": text("result")}
         cert = body.get("certificate")
         if cert is not None:
-            if not isinstance(cert, Mapping) or not isinstance(cert.get("id"), str):
-                c.add("certificate", "must be an object with the e-certificate id")
+            if not isinstance(cert, Mapping) or not isinstance(cert.get("id"), str) or \
+                    not CERT_ID_RE.match(cert["id"]):
+                c.add("certificate.id", "an e-certificate id: 1-128 of A-Z a-z 0-9 . : _ -")
+            elif outcome != "approved":
+                c.add("certificate", "only an approved decision issues a certificate")
             else:
                 payload["certificate"] = {"id": cert["id"]}
+                if isinstance(cert.get("name"), str) and cert["name"]:
+                    payload["certificate"]["name"] = cert["name"][:200]
         return "case.conclude", S.CONCLUDED, payload
     if action == "deliver":
         tracking = text("tracking", required=False)

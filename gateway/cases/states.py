@@ -120,7 +120,8 @@ class Request(enum.StrEnum):
 REQUEST_SOURCES: dict[Request, frozenset[CaseState]] = {
     Request.WITHDRAW: UNDECIDED,
     Request.SUPPLEMENT: frozenset({S.SUPPLEMENT_REQUIRED}),
-    Request.NOTE: UNDECIDED | {S.CONCLUDED},
+    # Delivery can change until the decision; after it, whoever delivers has already begun.
+    Request.NOTE: UNDECIDED,
 }
 
 

@@ -20,6 +20,7 @@ from gateway.alliance import Alliance, AllianceError
 from gateway.cases.access import ROLES
 from gateway.config import GatewayConfig, check_serving
 from gateway.db.auth_repo import AuthRepo
+from gateway.db.cert_repo import CertCheck, CertRepo
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.repos import OutboxEntry, OutboxRepo, OutboxState, RegistryRepo
 from gateway.federation.messages import CASE_ID_RE
@@ -256,6 +257,9 @@ def key_list(config: GatewayConfig) -> None:
 
 def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, body: str,
          wait: float) -> None:
+    """Queue one message and wait for its receipt. The default, a certificate check of a
+    certificate nobody issued, tests both directions: the peer answers with a message of its
+    own (cert.verify_response), which this command waits for too."""
     try:
         payload = json.loads(body)
     except json.JSONDecodeError as exc:
@@ -268,22 +272,47 @@ def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, bod
         raise AllianceError("--case must be '<member id>:<UUID>'")
     if type_.startswith("case.") and case_id is None:
         case_id = f"{config.member_id}:{uuid.uuid4()}"
+    ping = type_ == "cert.verify_request" and not payload
+    if ping:
+        payload = {"request_id": str(uuid.uuid4()), "cert_id": "tongban-send-test",
+                   "holder": {"kind": "person"}}
 
     async def run() -> None:
+        started = time.monotonic()
         _, status = await queue_and_wait(config, to=to, type_=type_, case_id=case_id,
-                                             body=payload, wait=wait,
-                                             queued=lambda e: out(
-                                                 f"queued {type_} to {to} (outbox #{e.id}, "
-                                                 f"case {case_id or '-'})"))
+                                         body=payload, wait=wait,
+                                         queued=lambda e: out(
+                                             f"queued {type_} to {to} (outbox #{e.id}, "
+                                             f"case {case_id or '-'})"),
+                                         ping=payload["request_id"] if ping else None)
         out(f"delivered: receipt status {status}, verified")
+        if ping:
+            answer = await wait_for_answer(config, payload["request_id"],
+                                           wait - (time.monotonic() - started))
+            out(f"answered by {to}: cert.verify_response ({answer}), signed and verified")
 
     asyncio.run(run())
 
 
+async def wait_for_answer(config: GatewayConfig, request_id: str, wait: float) -> str:
+    engine = make_engine(config.database.url)
+    deadline = time.monotonic() + max(wait, 1.0)
+    try:
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                check = await CertRepo().check(conn, request_id)
+            if check is not None and check.status != "pending":
+                return f"{check.status}: {check.reason}"
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+    raise AllianceError("the peer took the message but its answer did not arrive in time")
+
+
 async def queue_and_wait(config: GatewayConfig, *, to: str, type_: str, case_id: str | None,
                          body: dict[str, Any], wait: float,
-                         queued: Callable[[OutboxEntry], None] | None = None
-                         ) -> tuple[OutboxEntry, str]:
+                         queued: Callable[[OutboxEntry], None] | None = None,
+                         ping: str | None = None) -> tuple[OutboxEntry, str]:
     """Queue a message in the member's outbox and wait for the running gateway to deliver it.
 
     The CLI never delivers by itself: the running gateway owns delivery, so a message sent this
@@ -296,6 +325,9 @@ async def queue_and_wait(config: GatewayConfig, *, to: str, type_: str, case_id:
         async with engine.begin() as conn:
             entry = await enqueue(conn, repo, dest=to, type_=type_, body=body, case_id=case_id,
                                   now=time.time())
+            if ping is not None:  # so that the answer is expected, not refused
+                await CertRepo().add_check(conn, CertCheck(ping, "-", "-", body["cert_id"], to,
+                                                           "pending", None), time.time())
         if queued is not None:
             queued(entry)
         deadline = time.monotonic() + wait

@@ -49,9 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("send", help="send a test message to a member and wait for its receipt")
     _config_arg(p)
     p.add_argument("--to", required=True, help="recipient member id, e.g. CN-430725")
-    p.add_argument("--type", default="case.submit", help="message type (default case.submit)")
+    p.add_argument("--type", default="cert.verify_request",
+                   help="message type (default cert.verify_request, a round trip)")
     p.add_argument("--case", default=None, help="case id (default: a new case of this member)")
-    p.add_argument("--body", default='{"note": "tongban send"}', help="JSON object body")
+    p.add_argument("--body", default="{}", help="JSON object body")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the receipt")
 
     p = verbs.add_parser("config", help="configuration helpers")

@@ -206,3 +206,32 @@ request_jtis = Table(
     Column("exp", BigInteger, nullable=False),
     Index("ix_request_jtis_exp", "exp"),
 )
+
+# --- electronic certificates (电子证照) ------------------------------------------------------
+# Certificates this member issued (a concluded, approved case with a certificate id), so that
+# other members can have them verified (cert.verify_request).
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("cert_id", String(128), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("holder_key", String(64), nullable=False),  # keyed pseudonym of the holder's id
+    Column("case_id", String(128), nullable=True),
+    Column("status", String(16), nullable=False),  # valid | revoked
+    Column("issued_at", Float, nullable=False),
+)
+
+# Checks this gateway asked other members for, and their answers.
+cert_checks = Table(
+    "cert_checks",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("case_id", String(128), nullable=False),
+    Column("material", String(64), nullable=False),
+    Column("cert_id", String(128), nullable=False),
+    Column("issuer", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | valid | invalid
+    Column("reason", Text, nullable=True),
+    Column("requested_at", Float, nullable=False),
+    Column("answered_at", Float, nullable=True),
+)

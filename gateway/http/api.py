@@ -2,15 +2,17 @@
 
 Each handler authenticates the caller, parses JSON, calls one domain function and renders the
 result. Errors are raised as `TongbanError`s and rendered once, as RFC 9457 problems, by the
-middleware in gateway/http/problems.py. The contract is docs/openapi.json, served at
+middleware in gateway/http/problems.py. The contract is gateway/http/openapi.json, served at
 `/api/v1/openapi.json`; a test checks that every route here is described there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -68,9 +70,32 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def _view(case_: Case, parts: list[Case] | None = None, *, full: bool = True) -> dict[str, Any]:
-    """What callers see of a case: personal data masked, no query password, no ID number."""
+STAFF_ONLY = ("by", "identity_check", "route", "cause")
+
+
+def _public(value: Any) -> Any:
+    """Drop what only staff need (which officer acted, how identity was checked)."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if k not in STAFF_ONLY}
+    return value
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _view(case_: Case, parts: list[Case] | None = None, *, full: bool = True,
+          staff: bool = True, anonymous: bool = False) -> dict[str, Any]:
+    """What callers see of a case: personal data masked, no query password, no ID number.
+
+    Applicants and portals do not see which officer acted; a caller with only the query
+    password does not see the postal address either.
+    """
     data = case_.data
+    clean: Callable[[Any], Any] = _same if staff else _public
+    delivery = dict(data.get("delivery") or {})
+    if anonymous and delivery.get("address"):
+        delivery["address"] = str(delivery["address"])[:6] + "…"
     out: dict[str, Any] = {
         "case_id": case_.case_id, "kind": case_.kind, "mode": case_.mode,
         "item": case_.item_code, "receiver": case_.receiver, "handler": case_.handler,
@@ -78,23 +103,25 @@ def _view(case_: Case, parts: list[Case] | None = None, *, full: bool = True) ->
         "applicant": case_.applicant.masked(), "decision_due": case_.decision_due,
         "supplement_due": case_.supplement_due, "overdue": case_.overdue,
         "supplement_count": case_.supplement_count, "receipt_no": data.get("receipt_no"),
-        "delivery": data.get("delivery"), "outcome": data.get("outcome"),
-        "supplement": data.get("supplement"), "evaluation": data.get("evaluation"),
+        "delivery": delivery or None, "outcome": clean(data.get("outcome")),
+        "supplement": clean(data.get("supplement")), "evaluation": data.get("evaluation"),
         "fix_task": data.get("fix_task"), "parent": case_.parent_id, "step": case_.step,
         "materials": [{k: v for k, v in m.items() if k in ("code", "name", "sha256", "size",
                                                              "cert", "original_checked")}
                       for m in data.get("materials", [])],
     }
     if full:
+        hidden = {"applicant", "form", "history"} | ({"address"} if anonymous else set())
         out["history"] = [{"n": e.n, "event": e.event,
                            "from": e.from_state.value if e.from_state else None,
                            "to": e.to_state.value if e.to_state else None,
                            "actor": e.actor, "at": e.at,
-                           "detail": {k: v for k, v in e.detail.items()
-                                      if k not in ("applicant", "form", "history")}}
+                           "detail": clean({k: v for k, v in e.detail.items()
+                                            if k not in hidden and not
+                                            (anonymous and k == "delivery")})}
                           for e in case_.events]
     if parts is not None:
-        out["parts"] = [_view(p, full=False) for p in parts]
+        out["parts"] = [_view(p, full=False, staff=staff, anonymous=anonymous) for p in parts]
     return out
 
 
@@ -111,21 +138,26 @@ async def _case_for(request: web.Request, actor: Actor | None, *,
         raise NotFound(f"no case {case_id} here") from None
     query_ok = False
     if not write and password and case_.query_password_hash:
-        import asyncio
+        limiter = request.app[K.QUERY_LIMITER]
+        limiter.check(case_id)
         query_ok = await asyncio.to_thread(credentials.verify_password, password,
                                            case_.query_password_hash)
+        if not query_ok:
+            limiter.failed(case_id)
     if not can_see(actor, case_, query_ok):
         # The same answer whether the case exists or not: no probing of case ids.
         raise NotFound(f"no case {case_id} here")
     return case_
 
 
-async def _render(request: web.Request, case_: Case, status: int = 200,
-                  **extra: Any) -> web.Response:
+async def _render(request: web.Request, case_: Case, status: int = 200, *,
+                  actor: Actor | None, **extra: Any) -> web.Response:
     service = request.app[K.CASES]
     fresh = await service.get(case_.case_id)
     parts = await service.parts(case_.case_id) if fresh.kind != "single" else None
-    return web.json_response({**extra, "case": _view(fresh, parts)}, status=status)
+    view = _view(fresh, parts, staff=actor is not None and actor.kind == "clerk",
+                 anonymous=actor is None)
+    return web.json_response({**extra, "case": view}, status=status)
 
 
 # --- sessions ---------------------------------------------------------------------------
@@ -133,9 +165,13 @@ async def _render(request: web.Request, case_: Case, status: int = 200,
 async def login(request: web.Request) -> web.Response:
     body = await _json(request)
     username, password = body.get("username"), body.get("password")
-    if not isinstance(username, str) or not isinstance(password, str):
-        raise InvalidInput([FieldError("username", "is required"),
-                            FieldError("password", "is required")])
+    missing = [FieldError(name, "is required") for name, value in
+               (("username", username), ("password", password))
+               if not isinstance(value, str) or not value]
+    if missing:
+        raise InvalidInput(missing)
+    assert isinstance(username, str)
+    assert isinstance(password, str)
     token, role = await request.app[K.AUTH].login(username, password)
     return web.json_response({"access_token": token.access_token, "token_type": "Bearer",
                               "expires_in": token.expires_in, "role": role})
@@ -195,6 +231,7 @@ async def items(request: web.Request) -> web.Response:
     catalog = request.app[K.CASES].catalog
     return web.json_response({"items": [
         {"code": i.code, "name": i.name, "modes": [m.value for m in i.modes],
+         "applicant": i.applicant.value,
          "min_loa": i.min_loa, "household_bound": i.household_bound,
          "decision_days": i.decision_days,
          "materials": [{"code": m.code, "name": m.name, "required": m.required}
@@ -209,7 +246,7 @@ async def submit(request: web.Request) -> web.Response:
     app = parse_application(await _json(request), today=service.today(),
                             default_mode="online")
     case_, password = await service.submit(actor, app)
-    return await _render(request, case_, 201, query_password=password)
+    return await _render(request, case_, 201, query_password=password, actor=actor)
 
 
 @routes.get("/api/v1/cases")
@@ -229,13 +266,15 @@ async def list_cases(request: web.Request) -> web.Response:
     found = await service.list_cases(**filters)
     if actor.kind == "portal":
         found = [c for c in found if c.portal_client == actor.subject]
-    return web.json_response({"cases": [_view(c, full=False) for c in found]})
+    staff = actor.kind == "clerk"
+    return web.json_response({"cases": [_view(c, full=False, staff=staff) for c in found]})
 
 
 @routes.get("/api/v1/cases/{case_id}")
 async def get_case(request: web.Request) -> web.Response:
-    case_ = await _case_for(request, await _actor(request))
-    return await _render(request, case_)
+    actor = await _actor(request)
+    case_ = await _case_for(request, actor)
+    return await _render(request, case_, actor=actor)
 
 
 async def _applicant_action(request: web.Request) -> tuple[Actor, Case, dict[str, Any]]:
@@ -250,27 +289,29 @@ async def _applicant_action(request: web.Request) -> tuple[Actor, Case, dict[str
 async def supplement(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
     note = body.get("note", "")
+    if not isinstance(note, str) or len(note) > 1000:
+        raise InvalidInput(FieldError("note", "must be text of at most 1000 characters"))
     updated = await request.app[K.CASES].supplement(actor, case_.case_id,
                                                     body.get("materials"),
                                                     note if isinstance(note, str) else "")
-    return await _render(request, updated, 202)
+    return await _render(request, updated, 202, actor=actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/withdraw")
 async def withdraw(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
     reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
-        raise InvalidInput(FieldError("reason", "is required"))
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+        raise InvalidInput(FieldError("reason", "is required, at most 500 characters"))
     updated = await request.app[K.CASES].withdraw(actor, case_.case_id, reason)
-    return await _render(request, updated, 202)
+    return await _render(request, updated, 202, actor=actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/delivery")
 async def delivery(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
     updated = await request.app[K.CASES].choose_delivery(actor, case_.case_id, body)
-    return await _render(request, updated, 202)
+    return await _render(request, updated, 202, actor=actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/evaluation")
@@ -278,7 +319,7 @@ async def evaluation(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
     updated = await request.app[K.CASES].evaluate(actor, case_.case_id, body.get("level"),
                                                   body.get("comment"))
-    return await _render(request, updated)
+    return await _render(request, updated, actor=actor)
 
 
 # --- the receiving window ---------------------------------------------------------------
@@ -292,11 +333,15 @@ async def window_intake(request: web.Request) -> web.Response:
                                                                    "document"):
         raise InvalidInput(FieldError("identity_check.method",
                                       "must be id_card_reader, face or document (身份核验)"))
+    loa = check.get("loa", "L4")
+    if loa not in ("L2", "L3", "L4", "L5"):
+        raise InvalidInput(FieldError("identity_check.loa", "must be L2, L3, L4 or L5"))
     # An in-person check with the card reader and face match is L4 unless stated otherwise.
-    body.setdefault("loa", check.get("loa", "L4"))
+    body["loa"] = loa
     app = parse_application(body, today=service.today(), default_mode="proxy")
-    case_, password = await service.window_intake(actor, app, check)
-    return await _render(request, case_, 201, query_password=password)
+    case_, password = await service.window_intake(
+        actor, app, {"method": check["method"], "loa": loa})
+    return await _render(request, case_, 201, query_password=password, actor=actor)
 
 
 @routes.post("/api/v1/window/cases/{case_id}/formal-check")
@@ -306,8 +351,9 @@ async def formal_check(request: web.Request) -> web.Response:
     case_, missing = await request.app[K.CASES].formal_check(
         actor, request.match_info["case_id"], body.get("materials"))
     if missing:
-        return await _render(request, case_, 200, complete=False, missing=missing)
-    return await _render(request, case_, 200, complete=True, missing=[])
+        return await _render(request, case_, 200, complete=False, missing=missing,
+                             actor=actor)
+    return await _render(request, case_, 200, complete=True, missing=[], actor=actor)
 
 
 @routes.post("/api/v1/window/cases/{case_id}/forward")
@@ -315,17 +361,19 @@ async def forward(request: web.Request) -> web.Response:
     actor = require_role(await _actor(request), "window")
     body = await _json(request)
     courier = body.get("courier", [])
-    if not isinstance(courier, list) or not all(isinstance(t, str) for t in courier):
-        raise InvalidInput(FieldError("courier", "must be a list of tracking numbers"))
+    if not isinstance(courier, list) or len(courier) > 20 or \
+            not all(isinstance(t, str) and 0 < len(t) <= 64 for t in courier):
+        raise InvalidInput(FieldError("courier", "must list up to 20 tracking numbers "
+                                                 "(1-64 characters each)"))
     case_ = await request.app[K.CASES].forward(actor, request.match_info["case_id"], courier)
-    return await _render(request, case_, 202)
+    return await _render(request, case_, 202, actor=actor)
 
 
 @routes.post("/api/v1/window/cases/{case_id}/handover")
 async def handover(request: web.Request) -> web.Response:
     actor = require_role(await _actor(request), "window")
     case_ = await request.app[K.CASES].handover(actor, request.match_info["case_id"])
-    return await _render(request, case_)
+    return await _render(request, case_, actor=actor)
 
 
 # --- the handling authority ---------------------------------------------------------------
@@ -338,7 +386,7 @@ async def handling(request: web.Request) -> web.Response:
     body = await _json(request)
     case_ = await request.app[K.CASES].decide(actor, request.match_info["case_id"], action,
                                               body)
-    return await _render(request, case_)
+    return await _render(request, case_, actor=actor)
 
 
 @routes.get("/api/v1/openapi.json")
