@@ -6,6 +6,7 @@ Every refusal answers with a clear reason and leaves the case (and the database)
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -468,3 +469,37 @@ async def test_stale_registry_refuses_new_cases_with_503(
         "item": ONLINE_ITEM, "handler": DOUMEN, "applicant": applicant("430725"), "loa": "L4",
         "materials": materials(ONLINE_ITEM)}, 503, "registry-stale")
     assert await count_cases(fed[TAOYUAN]) == 0
+
+
+async def test_special_procedure_stops_the_decision_clock(
+        fed: Federation, http: aiohttp.ClientSession) -> None:
+    case_id, _ = await online_case(fed, http)
+    doumen = fed[DOUMEN]
+    officer = await Api(http, doumen).as_clerk("officer")
+    accepted = await officer.call("POST", f"/api/v1/handling/cases/{case_id}/accept", {})
+    due_before = accepted["case"]["decision_due"]
+    await officer.call("POST", f"/api/v1/handling/cases/{case_id}/review", {})
+    await refused(officer, "POST", f"/api/v1/handling/cases/{case_id}/suspend",
+                  {"reason": "专家评审", "procedure": "séance"}, 422, "invalid-body",
+                  "procedure")
+    await officer.call("POST", f"/api/v1/handling/cases/{case_id}/suspend",
+                       {"reason": "组织专家评审", "procedure": "expert_review"})
+    await reach(fed[TAOYUAN], case_id, "suspended")  # delivered before time jumps
+    fed.clock.advance(14 * 86400)  # two weeks of expert review
+    await fresh_registry(fed)
+    officer = await Api(http, doumen).as_clerk("officer")
+    resumed = await officer.call("POST", f"/api/v1/handling/cases/{case_id}/resume", {})
+    due_after = resumed["case"]["decision_due"]
+    assert due_after > due_before  # the paused working days are added to the deadline
+    assert doumen.app is not None
+    calendar = doumen.app[K.CASES].calendar
+    paused = calendar.workdays_between(datetime.date.fromisoformat(due_before),
+                                       datetime.date.fromisoformat(due_after))
+    assert 8 <= paused <= 11  # 15 calendar days of pause, as working days
+    portal = Api(http, fed[TAOYUAN]).as_portal()
+
+    async def receiver_knows() -> bool:
+        seen = await portal.call("GET", f"/api/v1/cases/{case_id}")
+        return bool(seen["case"]["decision_due"] == due_after)
+
+    await wait_for(receiver_knows, what="the receiver to show the new decision date")
