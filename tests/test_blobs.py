@@ -179,6 +179,24 @@ async def test_outbox_uploads_materials_before_the_message(fed: Federation) -> N
     assert await used_request_tokens(taoyuan) == jtis_before
 
 
+async def test_material_larger_than_a_message_goes_through(tmp_path: Path,
+                                                            db_factory: DbFactory) -> None:
+    """Uploads stream: a blob far above the 1 MiB message limit is neither buffered nor refused."""
+    federation = await build_federation(tmp_path, db_factory,
+                                        extra={"materials": {"max_bytes": 4 * 1024 * 1024}})
+    try:
+        doumen, taoyuan = federation[DOUMEN], federation[TAOYUAN]
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        att = await store_blob(store_of(doumen), data, media_type="application/pdf",
+                               name="big.pdf")
+        await doumen.send(TAOYUAN, "case.submit", case_id=new_case(DOUMEN), body={},
+                          att=att_claims([att]))
+        await doumen.wait_delivered(1)
+        assert store_of(taoyuan).path(att.sha256).read_bytes() == data
+    finally:
+        await federation.close()
+
+
 async def used_request_tokens(node: Node) -> int:
     async with node.engine.connect() as conn:
         return int((await conn.execute(

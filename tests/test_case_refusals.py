@@ -348,10 +348,20 @@ async def test_ordered_bundle_runs_step_by_step(
         "items": [{"item": "KSTB-JY-0001", "handler": TAOYUAN},
                   {"item": "KSTB-JY-0002", "handler": CHANGDE}],
         "ordered": True, "applicant": applicant("440403"), "loa": "L4",
-        "materials": [*materials("KSTB-JY-0001"), {"code": "M01b", "name": "就业登记证明"}]},
+        "materials": [{**m, "item": "KSTB-JY-0001"} for m in materials("KSTB-JY-0001")]},
+        expect=422)
+    assert "for KSTB-JY-0002" in doc["detail"]  # each item's own materials are required
+    doc = await portal.call("POST", "/api/v1/cases", {
+        "items": [{"item": "KSTB-JY-0001", "handler": TAOYUAN},
+                  {"item": "KSTB-JY-0002", "handler": CHANGDE}],
+        "ordered": True, "applicant": applicant("440403"), "loa": "L4",
+        "materials": [*({**m, "item": "KSTB-JY-0001"} for m in materials("KSTB-JY-0001")),
+                      *({**m, "item": "KSTB-JY-0002"} for m in materials("KSTB-JY-0002"))]},
         expect=201)
     parent = doc["case"]
     first, second = (p["case_id"] for p in sorted(parent["parts"], key=lambda p: p["step"]))
+    step_two = (await portal.call("GET", f"/api/v1/cases/{second}"))["case"]
+    assert {m.get("item") for m in step_two["materials"]} == {"KSTB-JY-0002"}
     await reach(fed[DOUMEN], first, "handler_received")
     assert await state(fed[DOUMEN], second) is None  # waits for step 1
     officer = await Api(http, fed[TAOYUAN]).as_clerk("officer")

@@ -38,7 +38,7 @@ ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
     ("POST", "/api/v1/applicant-sessions", "POST", "/api/v1/applicant-sessions", 401,
      "unauthenticated"),
     ("POST", "/api/v1/materials", "POST", "/api/v1/materials", 401, "unauthenticated"),
-    ("GET", "/api/v1/items", "POST", "/api/v1/items", 405, "method-not-allowed"),
+    ("GET", "/api/v1/items", "GET", "/api/v1/items", 401, "unauthenticated"),
     ("POST", "/api/v1/cases", "POST", "/api/v1/cases", 401, "unauthenticated"),
     ("GET", "/api/v1/cases", "GET", "/api/v1/cases", 401, "unauthenticated"),
     ("GET", "/api/v1/cases/{case_id}", "GET", f"/api/v1/cases/{_CASE}", 401,

@@ -41,9 +41,12 @@ class Material:
     cert_issuer: str | None = None
     original_checked: bool = False
     paper: bool = False
+    item: str | None = None  # in a bundle: the item this material is for (None: every item)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"code": self.code, "name": self.name}
+        if self.item:
+            out["item"] = self.item
         if self.sha256:
             out.update(sha256=self.sha256, size=self.size, media_type=self.media_type)
         if self.cert_id:
@@ -182,6 +185,7 @@ def parse_materials(c: Collector, value: Any, path: str = "materials") -> tuple[
                                 or size < 0):
             c.add(f"{where}size", "must be the file size in bytes")
         media = _text(c, item, "media_type", where, required=False, limit=100)
+        for_item = _text(c, item, "item", where, required=False, limit=64)
         cert = item.get("cert")
         cert_id = cert_issuer = None
         if cert is not None:
@@ -197,7 +201,7 @@ def parse_materials(c: Collector, value: Any, path: str = "materials") -> tuple[
                                 size=size if isinstance(size, int) else None,
                                 media_type=media, cert_id=cert_id, cert_issuer=cert_issuer,
                                 original_checked=bool(item.get("original_checked", False)),
-                                paper=bool(item.get("paper", False))))
+                                paper=bool(item.get("paper", False)), item=for_item))
     return tuple(out)
 
 
@@ -288,6 +292,11 @@ def _member(c: Collector, value: Any, path: str) -> str | None:
         c.add(path, "must be a member id (CN- and 6 digits)")
         return None
     return value
+
+
+def materials_for(item_code: str, materials: Sequence[Material]) -> tuple[Material, ...]:
+    """The materials of one bundle item: those tagged with it and those shared by all."""
+    return tuple(m for m in materials if m.item in (None, item_code))
 
 
 def missing_materials(item: CatalogItem, materials: Sequence[Material]) -> list[str]:

@@ -25,6 +25,7 @@ from gateway.cases.applications import (
     Delivery,
     Material,
     check_loa,
+    materials_for,
     missing_materials,
     parse_delivery,
     parse_materials,
@@ -309,10 +310,12 @@ class CaseService:
                                             if app.kind == "bundle" else "item")
                 if not intake:
                     check_loa(item, app.loa)
-                if app.kind == "single" and not intake:
-                    missing = missing_materials(item, app.materials)
+                if not intake and (app.kind != "joint" or i == 0):
+                    missing = missing_materials(item, materials_for(item.code, app.materials))
                     if missing:
-                        c.add("materials", "missing required materials: " + "; ".join(missing))
+                        where = f" for {item.code}" if app.kind == "bundle" else ""
+                        c.add("materials", f"missing required materials{where}: "
+                                           + "; ".join(missing))
                 if item.applicant != app.applicant.kind:
                     c.add("applicant.kind", f"{item.name} is for a {item.applicant} applicant")
                 routes.append(self._route(item, app.mode, app.applicant, part.handler))
@@ -331,11 +334,13 @@ class CaseService:
                   query_hash: str | None) -> Case:
         now = self._clock()
         identity = app.applicant.identity
+        materials = app.materials if item is None or parent_id is None else \
+            materials_for(item, app.materials)
         return Case(
             case_id=f"{self.me}:{uuid.uuid4()}", side=Side.RECEIVER, kind=kind, mode=app.mode,
             receiver=self.me, handler=handler, state=None,
             applicant_key=self.applicant_key(identity), applicant=app.applicant,
-            data={"form": dict(app.form), "materials": [m.to_json() for m in app.materials],
+            data={"form": dict(app.form), "materials": [m.to_json() for m in materials],
                   "delivery": app.delivery.to_json(), "loa": app.loa,
                   "courier": list(app.courier)},
             clock={}, created_at=now, updated_at=now, item_code=item, parent_id=parent_id,

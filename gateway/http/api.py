@@ -107,7 +107,7 @@ def _view(case_: Case, parts: list[Case] | None = None, *, full: bool = True,
         "supplement": clean(data.get("supplement")), "evaluation": data.get("evaluation"),
         "fix_task": data.get("fix_task"), "parent": case_.parent_id, "step": case_.step,
         "materials": [{k: v for k, v in m.items() if k in ("code", "name", "sha256", "size",
-                                                             "cert", "original_checked")}
+                                                             "cert", "original_checked", "item")}
                       for m in data.get("materials", [])],
     }
     if full:
@@ -228,6 +228,7 @@ async def upload_material(request: web.Request) -> web.Response:
 # --- applicants and portals ---------------------------------------------------------------
 @routes.get("/api/v1/items")
 async def items(request: web.Request) -> web.Response:
+    require_caller(await _actor(request), "portal", "applicant", "clerk")
     catalog = request.app[K.CASES].catalog
     return web.json_response({"items": [
         {"code": i.code, "name": i.name, "modes": [m.value for m in i.modes],
