@@ -15,8 +15,10 @@ import json
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import appkeys as K
 from gateway.blobs.materials import store_blob
@@ -211,16 +213,22 @@ async def applicant_session(request: web.Request) -> web.Response:
 async def upload_material(request: web.Request) -> web.Response:
     require_caller(await _actor(request), "portal", "applicant", "clerk")
     media_type = request.content_type or "application/octet-stream"
-    name = request.headers.get("X-Material-Name", "")
+    # Headers are Latin-1: a Chinese file name comes percent-encoded (UTF-8), e.g. %E8%BA%AB.
+    name = unquote(request.headers.get("X-Material-Name", ""), errors="strict")
     if not name:
-        raise InvalidInput(FieldError("X-Material-Name", "name the material (header)"))
+        raise InvalidInput(FieldError("X-Material-Name", "name the material (header, "
+                                                         "percent-encoded UTF-8)"))
 
     async def chunks() -> Any:
         async for chunk in request.content.iter_chunked(256 * 1024):
             yield chunk
 
-    att = await store_blob(request.app[K.BLOBS], chunks(), media_type=media_type, name=name,
-                           content_length=request.content_length)
+    try:
+        att = await store_blob(request.app[K.BLOBS], chunks(), media_type=media_type,
+                               name=name, content_length=request.content_length)
+    except (ConnectionError, ClientPayloadError, HttpProcessingError):
+        raise TongbanError("the upload was cut off; nothing was kept",
+                           code=ErrorCode.MALFORMED) from None
     return web.json_response({"sha256": att.sha256, "size": att.size,
                               "media_type": att.media_type, "name": att.name}, status=201)
 
