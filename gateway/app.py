@@ -28,6 +28,7 @@ from gateway.db.cert_repo import CertRepo
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.jti_repo import RequestJtiRepo
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
+from gateway.db.sso_repo import SsoRepo
 from gateway.federation.inbox import Inbox, InboxSettings
 from gateway.federation.messages import (
     CASE_TYPES,
@@ -37,9 +38,11 @@ from gateway.federation.messages import (
 )
 from gateway.federation.messages import CertHandler as PlainCertRequest
 from gateway.federation.messages import CertResponseHandler as PlainCertResponse
+from gateway.federation.messages import SsoLogoutHandler as PlainSsoLogout
 from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
-from gateway.http import api, blobs, federation, registry
+from gateway.http import api, blobs, federation, portal, registry, sso
+from gateway.http.portal_settings import PortalSettings
 from gateway.http.problems import problem_middleware
 from gateway.keystore import KeyStore, Signer
 from gateway.registry_client import (
@@ -48,6 +51,10 @@ from gateway.registry_client import (
     RegistrySource,
     RepoRegistrySource,
 )
+from gateway.sso.accounts import PSEUDONYM_SECRET
+from gateway.sso.exchange import TokenExchange
+from gateway.sso.home import HomeSignOn
+from gateway.sso.logout import SsoLogoutHandler
 from registry.catalog import load_catalog
 from trust import credentials
 from trust.anchor import load_anchor
@@ -177,6 +184,8 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app.add_routes(blobs.routes)
     app.add_routes(registry.routes)
     app.add_routes(api.routes)
+    app.add_routes(sso.routes)
+    app.add_routes(portal.routes)
     return app
 
 
@@ -187,7 +196,7 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
     async def cases(app: web.Application) -> AsyncIterator[None]:
         engine = app[K.ENGINE]
         auth_repo = AuthRepo(engine)
-        secret = await auth_repo.secret("applicant-pseudonym", credentials.new_secret())
+        secret = await auth_repo.secret(PSEUDONYM_SECRET, credentials.new_secret())
         dispatcher = app[K.DISPATCHER]
         blobs = app[K.BLOBS]
         service = CaseService(
@@ -203,6 +212,23 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
         app[K.AUTH] = Authenticator(repo=auth_repo, clients=clients, clock=clock,
                                     session_ttl=config.api.session_ttl,
                                     applicant_key=service.applicant_key)
+        app[K.AUTH_REPO] = auth_repo
+        sso_repo = SsoRepo(engine)
+        subject_secret = await auth_repo.secret("sso-subject", credentials.new_secret())
+        app[K.SSO_HOME] = HomeSignOn(
+            member_id=config.member_id, engine=engine, signer=app[K.SIGNER],
+            holder=app[K.HOLDER], sso_repo=sso_repo, auth_repo=auth_repo,
+            outbox=app[K.OUTBOX_REPO], applicant_key=service.applicant_key, clock=clock,
+            subject_secret=subject_secret.encode(), session_ttl=config.sso.session_ttl,
+            send_idn=config.sso.send_idn, notify=dispatcher.notify)
+        app[K.SSO_EXCHANGE] = TokenExchange(
+            member_id=config.member_id, holder=app[K.HOLDER], repo=sso_repo,
+            applicant_key=service.applicant_key, clock=clock,
+            session_ttl=config.sso.session_ttl)
+        csrf = await auth_repo.secret("portal-csrf", credentials.new_secret())
+        app[K.PORTAL] = PortalSettings(
+            member_name=config.member.name or config.member_id, csrf_secret=csrf.encode(),
+            secure_cookie=config.server.endpoint().startswith("https://"))
         cert_repo = CertRepo()
         service.certs = CertService(service, cert_repo)
         handler = CaseMessageHandler(service)
@@ -217,6 +243,8 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
                               CertRequestHandler(service.certs, service))
         if isinstance(registry.get("cert.verify_response"), PlainCertResponse):
             registry.register("cert.verify_response", CertResponseHandler(cert_repo, service))
+        if isinstance(registry.get("sso.logout"), PlainSsoLogout):
+            registry.register("sso.logout", SsoLogoutHandler())
 
         async def scan() -> None:
             while True:

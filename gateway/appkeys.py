@@ -12,19 +12,27 @@ from gateway.cases.access import Authenticator
 from gateway.cases.limits import FailureLimiter
 from gateway.cases.service import CaseService
 from gateway.config import GatewayConfig
+from gateway.db.auth_repo import AuthRepo
 from gateway.db.batching import GroupCommitter
 from gateway.db.repos import OutboxRepo, RegistryRepo
 from gateway.federation.inbox import Inbox
 from gateway.federation.messages import HandlerRegistry
 from gateway.federation.outbox import Dispatcher
+from gateway.http.portal_settings import PortalSettings
 from gateway.keystore import KeyStore, Signer
 from gateway.registry_client import RegistryHolder
+from gateway.sso.exchange import TokenExchange
+from gateway.sso.home import HomeSignOn
 from trust.clock import Clock
 
 CONFIG = web.AppKey("config", GatewayConfig)
 CASES = web.AppKey("cases", CaseService)
 AUTH = web.AppKey("auth", Authenticator)
 QUERY_LIMITER = web.AppKey("query_limiter", FailureLimiter)
+AUTH_REPO = web.AppKey("auth_repo", AuthRepo)
+SSO_HOME = web.AppKey("sso_home", HomeSignOn)
+SSO_EXCHANGE = web.AppKey("sso_exchange", TokenExchange)
+PORTAL = web.AppKey("portal", PortalSettings)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 COMMITTER = web.AppKey("committer", GroupCommitter)

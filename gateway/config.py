@@ -117,6 +117,25 @@ class ApiSection(_Section):
                   ApiClientSection] = {}
 
 
+class OidcSection(_Section):
+    """The region's identity provider, for logins that arrive as OIDC ID tokens."""
+
+    issuer: str = ""
+    jwks_url: str = ""
+    audience: str = ""
+    id_number_claim: str = "idn"
+    name_claim: str = "name"
+    loa_claim: str = "loa"
+
+
+class SsoSection(_Section):
+    session_ttl: int = Field(default=900, ge=60, le=12 * 3600)
+    token_ttl: int = Field(default=120, ge=10, le=300)
+    send_idn: bool = True
+    local_login: bool = True
+    oidc: OidcSection = OidcSection()
+
+
 class CasesSection(_Section):
     supplement_notice_days: int = Field(default=5, ge=1, le=30)
     supplement_reply_days: int = Field(default=20, ge=1, le=180)
@@ -146,6 +165,7 @@ class GatewayConfig(_Section):
     materials: MaterialsSection = MaterialsSection()
     api: ApiSection = ApiSection()
     cases: CasesSection = CasesSection()
+    sso: SsoSection = SsoSection()
     operator: OperatorSection | None = None
     peers: dict[MemberId, PeerSection] = {}
 

@@ -127,7 +127,8 @@ async def apply_case_message(service: CaseService, tx: Tx, msg: CaseMessage) -> 
     detail = {k: v for k, v in body.items() if k not in ("at", "applicant")}
     if case_.side is Side.HANDLER and msg.type in {r.value for r in Request} and \
             not (msg.type == "case.status" and "state" in body):
-        await _receive_request(service, tx, case_, Request(msg.type), msg, body, detail, at)
+        await apply_request(service, tx, case_, Request(msg.type), body, jti=msg.jti, at=at,
+                            requester=msg.iss)
         return
     if msg.type == "case.status" and "state" not in body:
         # A note from the handler: it applied a change the receiver asked for (delivery).
@@ -170,21 +171,23 @@ async def apply_case_message(service: CaseService, tx: Tx, msg: CaseMessage) -> 
                         jti=msg.jti, data=data)
 
 
-async def _receive_request(service: CaseService, tx: Tx, case_: Case, request: Request,
-                           msg: CaseMessage, body: dict[str, Any], detail: dict[str, Any],
-                           at: float) -> None:
+async def apply_request(service: CaseService, tx: Tx, case_: Case, request: Request,
+                        body: Mapping[str, Any], *, jti: str | None, at: float,
+                        requester: str) -> Case:
     """The handler applies what the receiver asked for, and announces the transition."""
     assert case_.state is not None
     check_request(request, case_.state)
+    detail = {k: v for k, v in body.items() if k not in ("at", "applicant")}
     await service.repo.add_event(tx.conn, case_.case_id, event=request.value,
-                                 from_state=case_.state, to_state=None, actor=msg.iss, at=at,
-                                 jti=msg.jti, detail=detail)
+                                 from_state=case_.state, to_state=None, actor=requester, at=at,
+                                 jti=jti, detail=detail)
     me = service.me
+    cause = {"cause": jti} if jti else {}
     if request is Request.WITHDRAW:
-        await service._move(tx, case_, "case.status", S.WITHDRAWN,
-                            owner=Side.HANDLER, actor=me, send=True,
-                            body={"reason": body.get("reason", ""), "cause": msg.jti})
-    elif request is Request.SUPPLEMENT:
+        return await service._move(tx, case_, "case.status", S.WITHDRAWN,
+                                   owner=Side.HANDLER, actor=me, send=True,
+                                   body={"reason": body.get("reason", ""), **cause})
+    if request is Request.SUPPLEMENT:
         from gateway.cases.applications import Collector
         c = Collector()
         given = parse_materials(c, body.get("materials"))
@@ -195,32 +198,34 @@ async def _receive_request(service: CaseService, tx: Tx, case_: Case, request: R
         known = {m["code"]: m for m in case_.data.get("materials", [])}
         for m in given:
             known[m.code] = m.to_json()
-        await service._move(tx, case_, "case.status", S.SUBMITTED,
-                            owner=Side.HANDLER, actor=me, send=True, body={"cause": msg.jti},
-                            data={"materials": list(known.values())})
-    else:
-        from gateway.cases.applications import Collector, parse_delivery
-        c = Collector()
-        delivery = parse_delivery(c, body.get("delivery"))
-        try:
-            c.done()
-        except InvalidInput as exc:
-            raise InvalidBody(f"case.status: {exc.detail}") from None
-        updated = replace(case_, data={**case_.data, "delivery": delivery.to_json()},
-                          updated_at=service._clock())
-        await service.repo.save(tx.conn, updated)
-        # Confirm, so the receiver's copy changes only once the handler's has.
-        dest = case_.receiver
-        from gateway.federation.outbox import enqueue
-        entry = await enqueue(tx.conn, service._outbox, dest=dest, type_="case.status",
-                              body={"delivery": delivery.to_json(), "cause": msg.jti,
-                                    "at": service._clock()},
-                              now=service._clock(), case_id=case_.case_id)
-        tx.wake.add(dest)
-        await service.repo.add_event(tx.conn, case_.case_id, event="case.status",
-                                     from_state=case_.state, to_state=None, actor=me,
-                                     at=service._clock(), jti=entry.jti,
-                                     detail={"delivery": delivery.to_json(), "cause": msg.jti})
+        return await service._move(tx, case_, "case.status", S.SUBMITTED,
+                                   owner=Side.HANDLER, actor=me, send=True, body=cause,
+                                   data={"materials": list(known.values())})
+    from gateway.cases.applications import Collector, parse_delivery
+    c = Collector()
+    delivery = parse_delivery(c, body.get("delivery"))
+    try:
+        c.done()
+    except InvalidInput as exc:
+        raise InvalidBody(f"case.status: {exc.detail}") from None
+    updated = replace(case_, data={**case_.data, "delivery": delivery.to_json()},
+                      updated_at=service._clock())
+    await service.repo.save(tx.conn, updated)
+    dest = updated.counterpart
+    if dest is None:
+        return updated
+    # Confirm, so the receiver's copy changes only once the handler's has.
+    from gateway.federation.outbox import enqueue
+    entry = await enqueue(tx.conn, service._outbox, dest=dest, type_="case.status",
+                          body={"delivery": delivery.to_json(), **cause,
+                                "at": service._clock()},
+                          now=service._clock(), case_id=case_.case_id)
+    tx.wake.add(dest)
+    await service.repo.add_event(tx.conn, case_.case_id, event="case.status",
+                                 from_state=case_.state, to_state=None, actor=me,
+                                 at=service._clock(), jti=entry.jti,
+                                 detail={"delivery": delivery.to_json(), **cause})
+    return updated
 
 
 async def _receive_submission(service: CaseService, tx: Tx, msg: CaseMessage) -> None:

@@ -88,9 +88,15 @@ class Case:
     events: tuple[CaseEvent, ...] = field(default=())
 
     @property
+    def is_local(self) -> bool:
+        """Received and decided by this same member (e.g. an applicant signed in by SSO who
+        applies on the deciding member's own portal): one copy, no messages."""
+        return self.kind == "single" and self.receiver == self.handler
+
+    @property
     def counterpart(self) -> str | None:
-        """The other gateway of this case (None for a parent case, which is local)."""
-        if self.kind != "single":
+        """The other gateway of this case (None for a parent case or a local case)."""
+        if self.kind != "single" or self.is_local:
             return None
         return self.handler if self.side is Side.RECEIVER else self.receiver
 

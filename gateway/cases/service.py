@@ -176,7 +176,7 @@ class CaseService:
         find(event, case_.state, target, owner)
         at = self._clock() if at is None else at
         body = dict(body or {})
-        if owner is case_.side:
+        if owner is case_.side or case_.is_local:
             body.setdefault("by", actor)
             member = self.me
         else:
@@ -275,18 +275,19 @@ class CaseService:
             # region adapter, this waits for the local system to confirm; see adapters/.)
             return await self._move(tx, case_, "case.status", S.HANDLER_RECEIVED,
                                     owner=Side.HANDLER, actor=self.me, send=True)
-        if case_.side is Side.RECEIVER and case_.parent_id is not None:
+        if (case_.side is Side.RECEIVER or case_.is_local) and case_.parent_id is not None:
             from gateway.cases.parents import on_part_changed
             await on_part_changed(self, tx, case_)
         return case_
 
     # --- creating cases on the receiving side -----------------------------------------
     def _route(self, item: CatalogItem, mode: str, applicant: Applicant,
-               handler: str | None) -> Route:
+               handler: str | None, *, allow_local: bool) -> Route:
         snapshot = self._holder.require_fresh()
         division = applicant.id_number[:6] if applicant.id_number else None
         return route(snapshot, self.catalog, item_code=item.code, mode=mode,
-                     applicant_division=division, handler=handler, receiver=self.me)
+                     applicant_division=division, handler=handler,
+                     receiver=None if allow_local else self.me)
 
     def _check_materials(self, materials: Sequence[Material],
                          into: Collector | None = None) -> None:
@@ -318,7 +319,8 @@ class CaseService:
                                            + "; ".join(missing))
                 if item.applicant != app.applicant.kind:
                     c.add("applicant.kind", f"{item.name} is for a {item.applicant} applicant")
-                routes.append(self._route(item, app.mode, app.applicant, part.handler))
+                routes.append(self._route(item, app.mode, app.applicant, part.handler,
+                                          allow_local=not intake and app.kind == "single"))
             except InvalidInput as exc:
                 c.guard(exc)
             except RegistryError:
@@ -337,7 +339,9 @@ class CaseService:
         materials = app.materials if item is None or parent_id is None else \
             materials_for(item, app.materials)
         return Case(
-            case_id=f"{self.me}:{uuid.uuid4()}", side=Side.RECEIVER, kind=kind, mode=app.mode,
+            case_id=f"{self.me}:{uuid.uuid4()}",
+            side=Side.HANDLER if handler == self.me else Side.RECEIVER, kind=kind,
+            mode=app.mode,
             receiver=self.me, handler=handler, state=None,
             applicant_key=self.applicant_key(identity), applicant=app.applicant,
             data={"form": dict(app.form), "materials": [m.to_json() for m in materials],
@@ -549,6 +553,10 @@ class CaseService:
         check_request(request, case_.state)
         at = self._clock()
         body = {**body, "by": actor.label}
+        if case_.is_local:
+            from gateway.cases.inbound import apply_request
+            return await apply_request(self, tx, case_, request, body, jti=None, at=at,
+                                       requester=self.me)
         dest = case_.counterpart
         assert dest is not None
         entry = await enqueue(tx.conn, self._outbox, dest=dest, type_=request.value,
@@ -633,7 +641,7 @@ class CaseService:
         return await self._write(op)
 
     def _require_side(self, case_: Case, side: Side) -> Case:
-        if case_.side is not side:
+        if case_.side is not side and not case_.is_local:
             raise InvalidTransition(f"this gateway is the {case_.side.value} of case "
                                     f"{case_.case_id}; that action belongs to the "
                                     f"{side.value}")

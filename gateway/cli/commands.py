@@ -26,7 +26,9 @@ from gateway.db.repos import OutboxEntry, OutboxRepo, OutboxState, RegistryRepo
 from gateway.federation.messages import CASE_ID_RE
 from gateway.federation.outbox import enqueue
 from gateway.keystore import KeyStore
+from gateway.sso.accounts import add_local_account
 from registry.document import MEMBER_ID_RE, Item, Member, Role, Status
+from registry.validation import mask_id
 from registry.versions import verify_version
 from trust.anchor import load_anchor
 from trust.credentials import hash_password
@@ -418,6 +420,24 @@ def clerk_add(config: GatewayConfig, *, username: str, name: str, role: str,
     password = read_password(password_env)
     asyncio.run(add_clerk(config, username=username, name=name, role=role, password=password))
     out(f"clerk {username} ({role}) created on {config.member_id}")
+
+
+def applicant_add(config: GatewayConfig, *, id_number: str, name: str, loa: str,
+                  password_env: str | None) -> None:
+    password = read_password(password_env)
+
+    async def run() -> None:
+        engine = make_engine(config.database.url)
+        try:
+            await create_schema(engine)
+            await add_local_account(engine, id_number=id_number, name=name, loa=loa,
+                                    password=password, now=time.time())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    out(f"applicant {mask_id(id_number.strip().upper())} ({loa}) can now log in at "
+        f"{config.server.endpoint()}/portal/")
 
 
 def clerk_list(config: GatewayConfig) -> None:

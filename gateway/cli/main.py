@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arg(q)
         q.add_argument("username")
 
+    p = verbs.add_parser("applicant", help="accounts of the local demo identity provider")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("add", help="let an applicant log in at this gateway's portal")
+    _config_arg(q)
+    q.add_argument("--id-number", required=True, help="resident ID number (GB 11643)")
+    q.add_argument("--name", required=True, help="the applicant's name")
+    q.add_argument("--loa", default="L3", choices=["L2", "L3", "L4", "L5"],
+                   help="identity assurance level of this account (default L3)")
+    q.add_argument("--password-env", default=None,
+                   help="environment variable holding the password (default: ask)")
+
     p = verbs.add_parser("registry", help="registry versions")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = sub.add_parser("publish", help="publish a fresh version (operator)")
@@ -198,6 +209,9 @@ def dispatch(args: argparse.Namespace) -> None:
             commands.key_list(config)
         else:
             commands.key_retire(config, args.kid)
+    elif verb == "applicant":
+        commands.applicant_add(_load(args.config), id_number=args.id_number, name=args.name,
+                               loa=args.loa, password_env=args.password_env)
     elif verb == "clerk":
         config = _load(args.config)
         if action == "add":

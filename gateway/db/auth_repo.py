@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import clerks, gateway_secrets, sessions
 
@@ -31,6 +31,7 @@ class Session:
     sid: str | None
     client_id: str | None
     expires_at: float
+    idn: str | None = None
 
 
 class AuthRepo:
@@ -78,7 +79,8 @@ class AuthRepo:
             await conn.execute(insert(sessions).values(
                 token_hash=token_hash, kind=session.kind, subject=session.subject,
                 role=session.role, name=session.name, loa=session.loa, sid=session.sid,
-                client_id=session.client_id, expires_at=session.expires_at, created_at=now))
+                client_id=session.client_id, idn=session.idn, expires_at=session.expires_at,
+                created_at=now))
 
     async def session(self, token_hash: str, now: float) -> Session | None:
         async with self._engine.connect() as conn:
@@ -87,7 +89,10 @@ class AuthRepo:
         if row is None or row.expires_at <= now:
             return None
         return Session(row.kind, row.subject, row.role, row.name, row.loa, row.sid,
-                       row.client_id, row.expires_at)
+                       row.client_id, row.expires_at, row.idn)
+
+    async def logout_token(self, token_hash: str) -> None:
+        await self.end_session(token_hash)
 
     async def end_session(self, token_hash: str) -> None:
         async with self._engine.begin() as conn:
@@ -97,6 +102,12 @@ class AuthRepo:
         """Ends every session derived from one SSO session id (PROTOCOL.md §6 logout)."""
         async with self._engine.begin() as conn:
             result = await conn.execute(delete(sessions).where(sessions.c.sid == sid))
+        return int(result.rowcount)
+
+    @staticmethod
+    async def end_sid_in(conn: AsyncConnection, sid: str) -> int:
+        """As `end_sid`, inside the caller's transaction (an inbound sso.logout)."""
+        result = await conn.execute(delete(sessions).where(sessions.c.sid == sid))
         return int(result.rowcount)
 
     async def secret(self, name: str, make: str) -> str:

@@ -185,6 +185,7 @@ sessions = Table(
     Column("loa", String(4), nullable=True),
     Column("sid", String(128), nullable=True),
     Column("client_id", String(64), nullable=True),
+    Column("idn", Text, nullable=True),  # the applicant's ID number, to hand on by SSO
     Column("expires_at", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_sessions_sid", "sid"),
@@ -234,4 +235,36 @@ cert_checks = Table(
     Column("reason", Text, nullable=True),
     Column("requested_at", Float, nullable=False),
     Column("answered_at", Float, nullable=True),
+)
+
+# --- single sign-on (PROTOCOL.md §6) -----------------------------------------------------------
+# Federation tokens already exchanged here: a token is single use.
+sso_jtis = Table(
+    "sso_jtis",
+    metadata,
+    Column("iss", String(16), primary_key=True),
+    Column("jti", String(128), primary_key=True),
+    Column("exp", BigInteger, nullable=False),
+    Index("ix_sso_jtis_exp", "exp"),
+)
+
+# Where this gateway sent an applicant's session (home side), so logout reaches every target.
+sso_handoffs = Table(
+    "sso_handoffs",
+    metadata,
+    Column("sid", String(128), primary_key=True),
+    Column("target", String(16), primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
+# Applicants of this gateway's own small identity provider (the local demo IdP).
+applicant_accounts = Table(
+    "applicant_accounts",
+    metadata,
+    Column("applicant_key", String(64), primary_key=True),
+    Column("id_number", String(18), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("loa", String(4), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

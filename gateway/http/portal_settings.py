@@ -1,0 +1,13 @@
+"""What the applicant portal needs to know about its gateway (kept apart from the handlers,
+which import the app keys)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PortalSettings:
+    member_name: str
+    csrf_secret: bytes
+    secure_cookie: bool
