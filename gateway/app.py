@@ -228,7 +228,8 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
         csrf = await auth_repo.secret("portal-csrf", credentials.new_secret())
         app[K.PORTAL] = PortalSettings(
             member_name=config.member.name or config.member_id, csrf_secret=csrf.encode(),
-            secure_cookie=config.server.endpoint().startswith("https://"))
+            secure_cookie=config.server.endpoint().startswith("https://"),
+            cookie_name="tb_" + config.member_id.replace("-", "_"))
         cert_repo = CertRepo()
         service.certs = CertService(service, cert_repo)
         handler = CaseMessageHandler(service)

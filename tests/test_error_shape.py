@@ -61,6 +61,23 @@ ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
     ("POST", "/api/v1/handling/cases/{case_id}/{action}", "POST",
      f"/api/v1/handling/cases/{_CASE}/accept", 401, "unauthenticated"),
     ("GET", "/api/v1/openapi.json", "POST", "/api/v1/openapi.json", 405, "method-not-allowed"),
+    # Single sign-on answers its own refusals as RFC 6749 errors (tests/test_sso.py); the
+    # portal answers with pages. Both still answer a wrong method as a problem.
+    ("POST", "/sso/v1/token", "GET", "/sso/v1/token", 405, "method-not-allowed"),
+    ("GET", "/portal/static/portal.css", "POST", "/portal/static/portal.css", 405,
+     "method-not-allowed"),
+    ("GET", "/portal/", "DELETE", "/portal/", 405, "method-not-allowed"),
+    ("POST", "/portal/login", "GET", "/portal/login", 405, "method-not-allowed"),
+    ("POST", "/portal/logout", "GET", "/portal/logout", 405, "method-not-allowed"),
+    ("POST", "/portal/go", "GET", "/portal/go", 405, "method-not-allowed"),
+    ("POST", "/portal/sso", "GET", "/portal/sso", 405, "method-not-allowed"),
+    ("GET", "/portal/apply/{code}", "DELETE", "/portal/apply/KSTB-SB-0001", 405,
+     "method-not-allowed"),
+    ("POST", "/portal/apply/{code}", "PUT", "/portal/apply/KSTB-SB-0001", 405,
+     "method-not-allowed"),
+    ("GET", "/portal/cases", "POST", "/portal/cases", 405, "method-not-allowed"),
+    ("GET", "/portal/cases/{case_id}", "POST", f"/portal/cases/{_CASE}", 405,
+     "method-not-allowed"),
 ]
 MEMBER_CASES = [
     # a member that is not the operator has no registry to serve

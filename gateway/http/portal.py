@@ -32,7 +32,6 @@ from trust import credentials
 from trust.errors import ErrorCode, TongbanError
 
 routes = web.RouteTableDef()
-COOKIE = "tb_session"
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
 
 STATE_NAMES = {
@@ -74,7 +73,7 @@ def _csrf(request: web.Request, token: str) -> str:
 
 
 async def _session(request: web.Request) -> tuple[str, Session] | None:
-    token = request.cookies.get(COOKIE)
+    token = request.cookies.get(request.app[K.PORTAL].cookie_name)
     if not token:
         return None
     found = await request.app[K.AUTH_REPO].session(credentials.token_hash(token),
@@ -85,7 +84,8 @@ async def _session(request: web.Request) -> tuple[str, Session] | None:
 
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Lax", path="/",
+    response.set_cookie(request.app[K.PORTAL].cookie_name, token, httponly=True,
+                        samesite="Lax", path="/",
                         secure=request.app[K.PORTAL].secure_cookie)
 
 
@@ -96,6 +96,11 @@ async def _form(request: web.Request, token: str | None) -> dict[str, str]:
                                                      _csrf(request, token)):
         raise web.HTTPForbidden(reason="the form expired; reload the page")
     return fields
+
+
+def _redirect(location: str) -> web.Response:
+    """A 303 that can carry a cookie (aiohttp wants HTTP exceptions raised, not returned)."""
+    return web.Response(status=303, headers={"Location": location})
 
 
 def _person(session: Session) -> str:
@@ -136,7 +141,7 @@ async def home(request: web.Request) -> web.Response:
             if member.id != me and member.is_active and member.items:
                 items = online_items(member.id)
                 if items:
-                    partners.append({"id": member.id, "name": member.name, "items": items})
+                    partners.append({"id": member.id, "name": member.name, "offers": items})
     else:
         found = snapshot.member(home_member)
         via = found.name if found else home_member
@@ -156,7 +161,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     except TongbanError:
         return _page(request, "login.html", title="登录", status=401,
                      error="身份证号或密码不正确")
-    response = web.HTTPSeeOther("/portal/")
+    response = _redirect("/portal/")
     _set_cookie(request, response, token)
     return response
 
@@ -167,8 +172,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if current is not None:
         await _form(request, current[0])
         await request.app[K.SSO_HOME].logout(current[0])
-    response = web.HTTPSeeOther("/portal/")
-    response.del_cookie(COOKIE, path="/")
+    response = _redirect("/portal/")
+    response.del_cookie(request.app[K.PORTAL].cookie_name, path="/")
     return response
 
 
@@ -206,7 +211,7 @@ async def arrive(request: web.Request) -> web.StreamResponse:
     except OAuthError as exc:
         return _page(request, "login.html", title="登录", status=exc.status,
                      error=f"免登录失败（{exc.error}）：{exc.description}")
-    response = web.HTTPSeeOther(next_path)
+    response = _redirect(next_path)
     _set_cookie(request, response, result.access_token)
     return response
 

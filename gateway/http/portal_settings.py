@@ -11,3 +11,4 @@ class PortalSettings:
     member_name: str
     csrf_secret: bytes
     secure_cookie: bool
+    cookie_name: str  # per member: gateways on one host (the demo) must not share a cookie
