@@ -55,6 +55,7 @@ from gateway.sso.accounts import PSEUDONYM_SECRET
 from gateway.sso.exchange import TokenExchange
 from gateway.sso.home import HomeSignOn
 from gateway.sso.logout import SsoLogoutHandler
+from gateway.sso.oidc import OidcLogin
 from registry.catalog import load_catalog
 from trust import credentials
 from trust.anchor import load_anchor
@@ -221,6 +222,8 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
             outbox=app[K.OUTBOX_REPO], applicant_key=service.applicant_key, clock=clock,
             subject_secret=subject_secret.encode(), session_ttl=config.sso.session_ttl,
             send_idn=config.sso.send_idn, notify=dispatcher.notify)
+        app[K.OIDC] = OidcLogin(settings=config.sso.oidc, session=app[K.HTTP_CLIENT],
+                                home=app[K.SSO_HOME], clock=clock)
         app[K.SSO_EXCHANGE] = TokenExchange(
             member_id=config.member_id, holder=app[K.HOLDER], repo=sso_repo,
             applicant_key=service.applicant_key, clock=clock,

@@ -23,6 +23,7 @@ from gateway.keystore import KeyStore, Signer
 from gateway.registry_client import RegistryHolder
 from gateway.sso.exchange import TokenExchange
 from gateway.sso.home import HomeSignOn
+from gateway.sso.oidc import OidcLogin
 from trust.clock import Clock
 
 CONFIG = web.AppKey("config", GatewayConfig)
@@ -33,6 +34,7 @@ AUTH_REPO = web.AppKey("auth_repo", AuthRepo)
 SSO_HOME = web.AppKey("sso_home", HomeSignOn)
 SSO_EXCHANGE = web.AppKey("sso_exchange", TokenExchange)
 PORTAL = web.AppKey("portal", PortalSettings)
+OIDC = web.AppKey("oidc", OidcLogin)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 COMMITTER = web.AppKey("committer", GroupCommitter)

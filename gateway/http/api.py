@@ -194,6 +194,14 @@ async def applicant_session(request: web.Request) -> web.Response:
     actor = require_caller(await _actor(request), "portal")
     body = await _json(request)
     service = request.app[K.CASES]
+    if "id_token" in body:
+        id_token = body["id_token"]
+        if not isinstance(id_token, str):
+            raise InvalidInput(FieldError("id_token", "must be the provider's ID token"))
+        access, session = await request.app[K.OIDC].login(id_token, actor.subject)
+        return web.json_response({"access_token": access, "token_type": "Bearer",
+                                  "expires_in": int(session.expires_at
+                                                    - request.app[K.CLOCK]())}, status=201)
     c = Collector()
     applicant = parse_applicant(c, body.get("applicant"), "applicant.", today=service.today())
     loa = body.get("loa")
