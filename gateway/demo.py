@@ -28,6 +28,7 @@ from stdnum.cn import ric
 
 from gateway.cli.commands import add_clerk
 from gateway.config import GatewayConfig
+from gateway.db.engine import create_schema, make_engine
 from gateway.localfed import (
     City,
     LocalGateway,
@@ -39,6 +40,7 @@ from gateway.localfed import (
     wait_ready,
     write_configs,
 )
+from gateway.sso.accounts import add_local_account
 from registry.catalog import load_catalog
 from registry.document import Item
 from trust.errors import TongbanError
@@ -181,7 +183,17 @@ async def scenario(configs: Mapping[str, GatewayConfig],
         say("· 桃源's copy holds the same transitions, times and details")
 
 
-def run_demo(directory: Path | None, base_port: int) -> None:
+async def _add_worker(config: GatewayConfig, password: str) -> None:
+    engine = make_engine(config.database.url)
+    try:
+        await create_schema(engine)
+        await add_local_account(engine, id_number=worker_id(), name="王桃源", loa="L4",
+                                password=password, now=time.time())
+    finally:
+        await engine.dispose()
+
+
+def run_demo(directory: Path | None, base_port: int, *, keep: bool = False) -> None:
     root = Path(tempfile.mkdtemp(prefix="tongban-demo-")) if directory is None else directory
     if directory is not None and any(directory.glob("*/tongban.toml")):
         raise TongbanError(f"{directory} already holds a demo federation; use an empty folder")
@@ -201,8 +213,14 @@ def run_demo(directory: Path | None, base_port: int) -> None:
                           role="window", password=passwords["dm-window"]))
     asyncio.run(add_clerk(configs[TAOYUAN.member_id], username="ty-officer", name="桃源户政",
                           role="handler", password=passwords["ty-officer"]))
-    logins = root / "clerks.txt"
-    logins.write_text("".join(f"{u} {p}\n" for u, p in passwords.items()), encoding="utf-8")
+    worker_password = secrets.token_urlsafe(12)
+    asyncio.run(_add_worker(configs[TAOYUAN.member_id], worker_password))
+    logins = root / "logins.txt"
+    logins.write_text(
+        "# clerks (POST /api/v1/login)\n"
+        + "".join(f"{u} {p}\n" for u, p in passwords.items())
+        + f"# applicant at {configs[TAOYUAN.member_id].server.endpoint()}/portal/\n"
+        + f"{worker_id()} {worker_password}\n", encoding="utf-8")
     logins.chmod(0o600)
     procs = {c.member_id: start_gateway(paths[c.member_id], root / f"{c.slug}.log")
              for c in CITIES}
@@ -210,6 +228,15 @@ def run_demo(directory: Path | None, base_port: int) -> None:
         asyncio.run(scenario(configs, procs, passwords))
         say("done: after the window's own two steps, every transition above was one signed "
             "message, verified and stored by the other city and answered with a signed receipt")
+        if keep:
+            say(f"the three gateways keep running; the applicant portal is at "
+                f"{configs[TAOYUAN.member_id].server.endpoint()}/portal/ (login in "
+                f"{logins}); Ctrl-C stops them")
+            try:
+                while all(p.poll() is None for p in procs.values()):
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
     finally:
         stop_processes(list(procs.values()))
         if os.environ.get("TONGBAN_DEMO_SHOW_LOGS"):

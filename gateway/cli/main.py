@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="working folder (default: a fresh temporary folder)")
     p.add_argument("--base-port", type=int, default=0,
                    help="first of three loopback ports (default: free ports)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the gateways running afterwards, to try the portal by hand")
 
     p = verbs.add_parser("send", help="send a test message to a member and wait for its receipt")
     _config_arg(p)
@@ -177,7 +179,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif verb == "demo":
         from gateway.demo import run_demo
 
-        run_demo(args.dir, args.base_port)
+        run_demo(args.dir, args.base_port, keep=args.keep)
     elif verb == "send":
         commands.send(_load(args.config), to=args.to, type_=args.type, case_id=args.case,
                       body=args.body, wait=args.wait)
