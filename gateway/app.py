@@ -226,7 +226,7 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
                                 home=app[K.SSO_HOME], clock=clock)
         app[K.SSO_EXCHANGE] = TokenExchange(
             member_id=config.member_id, holder=app[K.HOLDER], repo=sso_repo,
-            applicant_key=service.applicant_key, clock=clock,
+            applicant_key=service.applicant_key, clock=clock, catalog=catalog,
             session_ttl=config.sso.session_ttl)
         csrf = await auth_repo.secret("portal-csrf", credentials.new_secret())
         app[K.PORTAL] = PortalSettings(

@@ -182,6 +182,13 @@ async def test_issuer_without_sso_role_refused(fed: Federation,
 
 
 async def test_loa_too_low_for_the_item(fed: Federation, http: aiohttp.ClientSession) -> None:
+    # Asked for the item at the exchange: refused there, and no session opens.
+    before = await session_count(fed)
+    status, doc = await exchange(http, fed, token_for(fed, loa="L3"), scope=ONLINE_ITEM)
+    assert (status, doc["error"]) == (400, "invalid_scope")
+    assert "L4" in doc["error_description"] and "L3" in doc["error_description"]
+    assert await session_count(fed) == before
+    # Without a scope the session opens, and the application itself is refused.
     status, doc = await exchange(http, fed, token_for(fed, loa="L3"))
     assert status == 200
     me = Api(http, fed[DOUMEN], token=doc["access_token"])

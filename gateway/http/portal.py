@@ -206,8 +206,11 @@ async def arrive(request: web.Request) -> web.StreamResponse:
     if not isinstance(token, str) or not token:
         return _page(request, "login.html", title="登录", status=400,
                      error="缺少登录凭证，请从您所在城市的门户重新进入")
+    # The item the applicant came for: a sign-on below its assurance level stops here.
+    scope = [next_path.removeprefix("/portal/apply/")] \
+        if next_path.startswith("/portal/apply/") else []
     try:
-        result = await request.app[K.SSO_EXCHANGE].exchange(token)
+        result = await request.app[K.SSO_EXCHANGE].exchange(token, scope=scope)
     except OAuthError as exc:
         return _page(request, "login.html", title="登录", status=exc.status,
                      error=f"免登录失败（{exc.error}）：{exc.description}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from gateway.db.auth_repo import Session
 from gateway.db.sso_repo import SsoRepo
 from gateway.registry_client import RegistryHolder
+from registry.catalog import Catalog
 from registry.document import Role
 from trust import credentials, sso
 from trust.clock import Clock
@@ -47,9 +48,10 @@ class ExchangeResult:
 
 class TokenExchange:
     def __init__(self, *, member_id: str, holder: RegistryHolder, repo: SsoRepo,
-                 applicant_key: object, clock: Clock, session_ttl: int = 900,
-                 max_skew: int = 60) -> None:
+                 applicant_key: object, clock: Clock, catalog: Catalog | None = None,
+                 session_ttl: int = 900, max_skew: int = 60) -> None:
         self._me = member_id
+        self._catalog = catalog
         self._holder = holder
         self._repo = repo
         self._applicant_key = applicant_key
@@ -67,16 +69,29 @@ class TokenExchange:
             raise OAuthError("invalid_request", "subject_token is required")
         if form.get("subject_token_type") != JWT_TYPE:
             raise OAuthError("invalid_request", f"subject_token_type must be {JWT_TYPE}")
-        return await self.exchange(token)
+        scope = form.get("scope", "").split()
+        return await self.exchange(token, scope=scope)
 
-    async def exchange(self, token: str) -> ExchangeResult:
+    async def exchange(self, token: str, *, scope: list[str] | None = None) -> ExchangeResult:
+        """`scope`: item codes the applicant came for; one whose minimum assurance level the
+        sign-on does not reach refuses the exchange (`invalid_scope`), before any session."""
         try:
-            return await self._exchange(token)
+            return await self._exchange(token, scope or [])
         except OAuthError as exc:
             log.info("sso token refused: %s (%s)", exc.error, exc.description)
             raise
 
-    async def _exchange(self, token: str) -> ExchangeResult:
+    def _check_scope(self, scope: list[str], loa: str) -> None:
+        for code in scope:
+            item = self._catalog.get(code) if self._catalog is not None else None
+            if item is None:
+                raise OAuthError("invalid_scope", f"{code} is not an item of the catalog")
+            if not item.min_loa.satisfied_by(loa):
+                raise OAuthError("invalid_scope", f"{item.code} {item.name} requires identity "
+                                                  f"assurance {item.min_loa.value}; this "
+                                                  f"sign-on is {loa}")
+
+    async def _exchange(self, token: str, scope: list[str]) -> ExchangeResult:
         try:
             parsed = sso.parse(token)
             iss = parsed.iss
@@ -103,6 +118,7 @@ class TokenExchange:
             claims = sso.verify(parsed, key, audience=self._me, now=now, max_skew=self._skew)
         except TongbanError as exc:
             raise OAuthError("invalid_grant", exc.detail) from None
+        self._check_scope(scope, claims.loa)
         if claims.idn is not None:
             subject = self._applicant_key(claims.idn)  # type: ignore[operator]
         else:
