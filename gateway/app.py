@@ -10,7 +10,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from adapters.base import RegionAdapter
 from gateway import appkeys as K
+from gateway.adapter_loading import build as build_adapter
+from gateway.adapter_loading import check as check_adapter
+from gateway.adapter_loading import discover
 from gateway.blobs.receive import BlobReceiver
 from gateway.blobs.send import BlobUploader
 from gateway.blobs.store import BlobStore
@@ -18,6 +22,7 @@ from gateway.cases.access import Authenticator
 from gateway.cases.certs import CertRequestHandler, CertResponseHandler, CertService
 from gateway.cases.inbound import CaseMessageHandler
 from gateway.cases.limits import FailureLimiter
+from gateway.cases.local import LocalBridge
 from gateway.cases.service import CaseService, CaseSettings
 from gateway.cases.workdays import WorkCalendar
 from gateway.config import GatewayConfig, check_serving
@@ -27,6 +32,7 @@ from gateway.db.case_repo import CaseRepo
 from gateway.db.cert_repo import CertRepo
 from gateway.db.engine import create_schema, make_engine
 from gateway.db.jti_repo import RequestJtiRepo
+from gateway.db.local_repo import LocalRepo
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
 from gateway.db.sso_repo import SsoRepo
 from gateway.federation.inbox import Inbox, InboxSettings
@@ -41,6 +47,7 @@ from gateway.federation.messages import CertResponseHandler as PlainCertResponse
 from gateway.federation.messages import SsoLogoutHandler as PlainSsoLogout
 from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
+from gateway.http import adapters as adapters_http
 from gateway.http import api, blobs, federation, portal, registry, sso
 from gateway.http.portal_settings import PortalSettings
 from gateway.http.problems import problem_middleware
@@ -67,7 +74,9 @@ log = logging.getLogger(__name__)
 
 def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
                handlers: HandlerRegistry | None = None,
-               registry_source: RegistrySource | None = None) -> web.Application:
+               registry_source: RegistrySource | None = None,
+               adapter_classes: dict[str, type[RegionAdapter]] | None = None
+               ) -> web.Application:
     """Build a gateway; resources open in `cleanup_ctx` order and close in reverse."""
     app = web.Application(middlewares=[problem_middleware],
                           client_max_size=config.federation.max_message_bytes)
@@ -79,6 +88,8 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app[K.SIGNER] = Signer(config.member_id, keys)
     app[K.HANDLERS] = handlers if handlers is not None else default_handlers()
     check_serving(config)
+    app[K.ADAPTER_CLASSES] = adapter_classes if adapter_classes is not None else discover()
+    check_adapter(config, app[K.ADAPTER_CLASSES])
     anchor = load_anchor(config.trust.anchor)
     blob_store = BlobStore(config.materials.dir, max_bytes=config.materials.max_bytes)
     blob_store.open()
@@ -187,6 +198,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app.add_routes(api.routes)
     app.add_routes(sso.routes)
     app.add_routes(portal.routes)
+    app.add_routes(adapters_http.routes)
     return app
 
 
@@ -260,11 +272,19 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
                 except Exception:
                     log.exception("case clock scan failed")
 
-        task = asyncio.create_task(scan(), name="case-clocks")
+        tasks = [asyncio.create_task(scan(), name="case-clocks")]
+        adapter = build_adapter(config, app[K.ADAPTER_CLASSES], app[K.HTTP_CLIENT])
+        if adapter is not None:
+            bridge = LocalBridge(adapter=adapter, repo=LocalRepo(engine), service=service,
+                                 settings=config.adapter, clock=clock)
+            service.local = bridge
+            app[K.LOCAL] = bridge
+            tasks.append(asyncio.create_task(bridge.run(), name="local-calls"))
+            tasks.append(asyncio.create_task(bridge.poll_forever(), name="local-poll"))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     return cases
 

@@ -6,10 +6,12 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.base import RegionAdapter
 from gateway.blobs.receive import BlobReceiver
 from gateway.blobs.store import BlobStore
 from gateway.cases.access import Authenticator
 from gateway.cases.limits import FailureLimiter
+from gateway.cases.local import LocalBridge
 from gateway.cases.service import CaseService
 from gateway.config import GatewayConfig
 from gateway.db.auth_repo import AuthRepo
@@ -35,6 +37,8 @@ SSO_HOME = web.AppKey("sso_home", HomeSignOn)
 SSO_EXCHANGE = web.AppKey("sso_exchange", TokenExchange)
 PORTAL = web.AppKey("portal", PortalSettings)
 OIDC = web.AppKey("oidc", OidcLogin)
+ADAPTER_CLASSES = web.AppKey("adapter_classes", dict[str, type[RegionAdapter]])
+LOCAL = web.AppKey("local_bridge", LocalBridge)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 COMMITTER = web.AppKey("committer", GroupCommitter)

@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+)
 
 from trust.errors import ConfigError
 
@@ -143,6 +150,30 @@ class CasesSection(_Section):
     catalog: Path | None = None
 
 
+class AdapterSection(_Section):
+    """The handling authority's own case system, reached through a region adapter."""
+
+    name: str = ""
+    settings: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    poll_interval: float = Field(default=5.0, gt=0)
+    initial_backoff: float = Field(default=1.0, gt=0)
+    max_backoff: float = Field(default=300.0, gt=0)
+    dead_after: float = Field(default=72 * 3600.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset: float = Field(default=30.0, gt=0)
+
+    def secret_values(self) -> dict[str, str]:
+        values = {}
+        for key, env in self.secrets.items():
+            value = os.environ.get(env, "")
+            if not value:
+                raise ConfigError(f"adapter.secrets.{key}: environment variable {env} is not "
+                                  "set or empty")
+            values[key] = value
+        return values
+
+
 class OperatorSection(_Section):
     alliance: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     registry_validity: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
@@ -166,8 +197,17 @@ class GatewayConfig(_Section):
     api: ApiSection = ApiSection()
     cases: CasesSection = CasesSection()
     sso: SsoSection = SsoSection()
+    adapter: AdapterSection = AdapterSection()
     operator: OperatorSection | None = None
     peers: dict[MemberId, PeerSection] = {}
+
+    # The folder of the config file: relative paths in free-form tables (adapter settings) are
+    # resolved against it by their users.
+    _base: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base
 
     @property
     def member_id(self) -> str:
@@ -233,8 +273,10 @@ def _resolve(config: GatewayConfig, base: Path) -> GatewayConfig:
     api = config.api.model_copy(update={"clients": clients})
     cases = config.cases.model_copy(update={"catalog": None if config.cases.catalog is None
                                             else _absolute(config.cases.catalog, base)})
-    return config.model_copy(update={"keys": keys, "trust": trust, "database": database,
-                                     "materials": materials, "api": api, "cases": cases})
+    resolved = config.model_copy(update={"keys": keys, "trust": trust, "database": database,
+                                         "materials": materials, "api": api, "cases": cases})
+    resolved._base = base
+    return resolved
 
 
 def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:

@@ -52,12 +52,14 @@ def every_item(_member_id: str) -> tuple[Item, ...]:
 
 async def case_federation(root: Path, db_factory: DbFactory,
                           members: tuple[str, ...] = (DOUMEN, TAOYUAN, CHANGDE), *,
-                          extra: Mapping[str, Mapping[str, Any]] | None = None
+                          extra: Mapping[str, Mapping[str, Any]] | None = None,
+                          adapters: Mapping[str, tuple[dict[str, Any],
+                                                       Mapping[str, Any]]] | None = None
                           ) -> Federation:
     secret_file = root / "portal.secret"
     secret_file.write_text(PORTAL_SECRET, encoding="utf-8")
     fed = await build_federation(
-        root, db_factory, members, counting=False, items=every_item,
+        root, db_factory, members, counting=False, items=every_item, adapters=adapters,
         extra={"api.clients." + PORTAL_ID: {"secret_file": str(secret_file)},
                "cases": {"scan_interval": 3600}, **(extra or {})})
     for node in fed.nodes:

@@ -103,6 +103,7 @@ class Node:
     counter: CountingHandler
     runner: web.AppRunner | None = None
     app: web.Application | None = None
+    adapter_classes: dict[str, Any] | None = None
 
     @property
     def member_id(self) -> str:
@@ -118,7 +119,8 @@ class Node:
         return self.app[K.ENGINE]
 
     async def start(self) -> None:
-        self.app = create_app(self.config, clock=self.clock, handlers=self.handlers)
+        self.app = create_app(self.config, clock=self.clock, handlers=self.handlers,
+                              adapter_classes=self.adapter_classes)
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.config.server.port)
@@ -286,11 +288,14 @@ async def build_federation(root: Path, db_factory: DbFactory,
                            start: bool = True,
                            extra: Mapping[str, Mapping[str, Any]] | None = None,
                            counting: bool = True,
-                           items: Callable[[str], tuple[Item, ...]] | None = None
+                           items: Callable[[str], tuple[Item, ...]] | None = None,
+                           adapters: Mapping[str, tuple[dict[str, Any],
+                                                        Mapping[str, Any]]] | None = None
                            ) -> Federation:
     """`counting`: case.submit/accept/status go to a CountingHandler instead of the case
     machine (for protocol tests that send arbitrary bodies). `items(member_id)`: what each
-    member offers in the registry."""
+    member offers in the registry. `adapters[member_id]`: (adapter classes by name, the
+    member's `[adapter]` config) for a member that reaches a local case system."""
     clock = OffsetClock()
     operator_port = free_port()
 
@@ -300,9 +305,15 @@ async def build_federation(root: Path, db_factory: DbFactory,
         if counting:
             for type_ in ("case.submit", "case.accept", "case.status"):
                 handlers.register(type_, counter)
+        classes: dict[str, Any] = {}
+        member_extra = dict(extra or {})
+        if adapters is not None and member_id in adapters:
+            classes, adapter_config = adapters[member_id]
+            member_extra["adapter"] = adapter_config
         cfg = node_config(root, member_id, port, url, operator_port, operator=operator,
-                          extra=extra)
-        return Node(config=cfg, clock=clock, handlers=handlers, counter=counter)
+                          extra=member_extra)
+        return Node(config=cfg, clock=clock, handlers=handlers, counter=counter,
+                    adapter_classes=classes)
 
     op = make_node(OPERATOR_ID, operator_port, await db_factory("operator"), True)
     fed = Federation(root=root, clock=clock, operator=op)

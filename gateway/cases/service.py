@@ -34,6 +34,7 @@ from gateway.cases.model import Applicant, Case, CaseEvent
 
 if TYPE_CHECKING:
     from gateway.cases.certs import CertService
+    from gateway.cases.local import LocalBridge
 from gateway.cases.states import (
     FINAL,
     UNDECIDED,
@@ -127,6 +128,7 @@ class CaseService:
         self._notify = notify
         self._blob_present = blob_present
         self.certs: CertService | None = None  # set by the app once certificates are wired
+        self.local: LocalBridge | None = None  # set by the app when an adapter is configured
 
     @property
     def me(self) -> str:
@@ -142,9 +144,17 @@ class CaseService:
         async with self._engine.begin() as conn:
             tx = Tx(conn)
             result = await operation(tx)
+        self.after_commit(tx)
+        return result
+
+    write = _write
+
+    def after_commit(self, tx: Tx) -> None:
+        """Wake whoever has new work from a committed transaction."""
         for dest in tx.wake:
             self._notify(dest)
-        return result
+        if self.local is not None:
+            self.local.wake()
 
     # --- reading ----------------------------------------------------------------------
     async def get(self, case_id: str) -> Case:
@@ -271,10 +281,16 @@ class CaseService:
     async def _after_enter(self, tx: Tx, case_: Case) -> Case:
         """What a state sets off by itself."""
         if case_.side is Side.HANDLER and case_.state in (S.SUBMITTED, S.FORWARDED):
-            # The gateway has handed the case to the handling authority's queue. (With a
-            # region adapter, this waits for the local system to confirm; see adapters/.)
+            if self.local is not None:
+                # handler_received waits until the local case system has the case.
+                await self.local.case_arrived(tx, case_)
+                return case_
+            # No local system: the case waits in the handling officers' queue (the API).
             return await self._move(tx, case_, "case.status", S.HANDLER_RECEIVED,
                                     owner=Side.HANDLER, actor=self.me, send=True)
+        if case_.side is Side.HANDLER and case_.state is S.WITHDRAWN and \
+                self.local is not None:
+            await self.local.case_withdrawn(tx, case_, "withdrawn by the applicant")
         if (case_.side is Side.RECEIVER or case_.is_local) and case_.parent_id is not None:
             from gateway.cases.parents import on_part_changed
             await on_part_changed(self, tx, case_)
@@ -609,6 +625,11 @@ class CaseService:
     async def decide(self, actor: Actor, case_id: str, action: str,
                      body: Mapping[str, Any]) -> Case:
         """Accept, reject, ask for supplements, review, suspend, resume, conclude, deliver."""
+        return await self._write(lambda tx: self.decide_tx(tx, actor, case_id, action, body))
+
+    async def decide_tx(self, tx: Tx, actor: Actor, case_id: str, action: str,
+                        body: Mapping[str, Any]) -> Case:
+        """`decide` inside the caller's transaction (the local system's events)."""
         c = Collector()
         event, target, payload = _decision(c, action, body)
         c.done()
@@ -638,7 +659,14 @@ class CaseService:
                 await self.certs.issue(tx, moved, certificate)
             return moved
 
-        return await self._write(op)
+        return await op(tx)
+
+    async def acknowledge(self, tx: Tx, case_id: str, actor: Actor) -> None:
+        """The local system has the case (again): the handler tells the receiver."""
+        case_ = await self._locked(tx, case_id)
+        if case_.state in (S.SUBMITTED, S.FORWARDED):
+            await self._move(tx, case_, "case.status", S.HANDLER_RECEIVED, owner=Side.HANDLER,
+                             actor=actor.label, send=True)
 
     def _require_side(self, case_: Case, side: Side) -> Case:
         if case_.side is not side and not case_.is_local:

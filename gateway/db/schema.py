@@ -268,3 +268,45 @@ applicant_accounts = Table(
     Column("password_hash", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# --- the local case system (region adapter) --------------------------------------------------
+# Calls to the local system, queued in the same transaction as the case change that needs them
+# and retried until they succeed, in order per case.
+local_calls = Table(
+    "local_calls",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("case_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # submit | supplement | withdraw
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending | done | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_local_calls_state", "state", "next_at"),
+)
+
+local_refs = Table(
+    "local_refs",
+    metadata,
+    Column("case_id", String(128), primary_key=True),
+    Column("ref", String(200), nullable=False),
+)
+
+# Events from the local system already applied: each applies once, however often it arrives.
+local_events = Table(
+    "local_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("case_id", String(128), nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("applied_at", Float, nullable=False),
+)
+
+adapter_state = Table(
+    "adapter_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("cursor", Text, nullable=True),
+)

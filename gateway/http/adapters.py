@@ -1,0 +1,29 @@
+"""`POST /adapters/v1/events`: the local case system pushes what the authority did."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters.base import AdapterError
+from gateway import appkeys as K
+from gateway.http.federation import read_limited
+from trust.errors import ErrorCode, TongbanError
+
+routes = web.RouteTableDef()
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+@routes.post("/adapters/v1/events")
+async def events(request: web.Request) -> web.Response:
+    bridge = request.app.get(K.LOCAL)
+    if bridge is None:
+        raise TongbanError("no local case system is configured on this gateway",
+                           code=ErrorCode.NOT_FOUND)
+    body = await read_limited(request, MAX_WEBHOOK_BYTES)
+    try:
+        received = bridge.adapter.webhook(dict(request.headers), body)
+    except AdapterError as exc:
+        raise TongbanError(f"webhook refused: {exc}", code=ErrorCode.UNAUTHENTICATED) from None
+    outcomes = [await bridge.apply(event) for event in received]
+    return web.json_response({"events": [{"id": o.event_id, "result": o.result}
+                                         for o in outcomes]})

@@ -1,0 +1,200 @@
+"""The handling gateway and its authority's own case system, through a region adapter.
+
+The adapter here is a fake over an in-memory local system (the real adapters are tested against
+the reference system in their own tests): what matters is the gateway's side: calls queued with
+the case change, made in order, retried while the local system is down without loss, a circuit
+breaker, events applied exactly once, refusals kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import pytest
+from casekit import ONLINE_ITEM, Api, applicant, case_federation, materials, state
+from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, Node, wait_for
+
+from adapters.base import AdapterError, ConfigProblem, LocalCase, LocalEvent, RegionAdapter
+from gateway import appkeys as K
+
+
+@dataclass
+class LocalSystem:
+    """A city's case system, in memory: cases by case id, a feed of events, an off switch."""
+
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    feed: list[LocalEvent] = field(default_factory=list)
+    down: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def decide(self, case_id: str, action: str, **body: Any) -> LocalEvent:
+        event = LocalEvent(event_id=f"e{len(self.feed) + 1}", case_id=case_id, action=action,
+                           body=body)
+        self.feed.append(event)
+        return event
+
+
+def adapter_for(system: LocalSystem) -> type[RegionAdapter]:
+    class FakeAdapter(RegionAdapter):
+        name: ClassVar[str] = "fake"
+
+        @classmethod
+        def check_config(cls, config: Mapping[str, Any], *, base: Path) -> None:
+            if "broken" in config:
+                raise ConfigProblem("adapter.settings.broken: not an option")
+
+        def _up(self, what: str) -> None:
+            system.calls.append(what)
+            if system.down:
+                raise AdapterError("connection refused", transient=True)
+
+        async def submit(self, case: LocalCase) -> str:
+            self._up("submit")
+            system.cases.setdefault(case.case_id, {"item": case.item_code, "materials": []})
+            return "LOCAL-" + case.case_id[-6:]
+
+        async def supplement(self, ref: str, case_id: str,
+                             materials: Sequence[Mapping[str, Any]]) -> None:
+            self._up("supplement")
+            system.cases[case_id]["materials"] = list(materials)
+
+        async def withdraw(self, ref: str, case_id: str, reason: str) -> None:
+            self._up("withdraw")
+            system.cases[case_id]["withdrawn"] = reason
+
+        async def poll(self, cursor: str | None) -> tuple[list[LocalEvent], str | None]:
+            self._up("poll")
+            start = int(cursor or 0)
+            return system.feed[start:], str(len(system.feed))
+
+        def webhook(self, headers: Mapping[str, str], body: bytes) -> list[LocalEvent]:
+            if headers.get("X-Fake-Signature") != "ok":
+                raise AdapterError("bad signature", transient=False)
+            doc = json.loads(body)
+            return [LocalEvent(event_id=doc["id"], case_id=doc["case"], action=doc["action"],
+                               body=doc.get("body", {}))]
+
+    return FakeAdapter
+
+
+@pytest.fixture
+def system() -> LocalSystem:
+    return LocalSystem()
+
+
+@pytest.fixture
+async def fed(tmp_path: Path, db_factory: DbFactory,
+              system: LocalSystem) -> AsyncIterator[Federation]:
+    config = {"name": "fake", "poll_interval": 0.05, "initial_backoff": 0.05,
+              "max_backoff": 0.2, "breaker_failures": 3, "breaker_reset": 0.3}
+    federation = await case_federation(
+        tmp_path, db_factory, (DOUMEN, TAOYUAN),
+        adapters={DOUMEN: ({"fake": adapter_for(system)}, config)})
+    try:
+        yield federation
+    finally:
+        await federation.close()
+
+
+async def reach(node: Node, case_id: str, wanted: str) -> None:
+    async def there() -> bool:
+        return await state(node, case_id) == wanted
+
+    await wait_for(there, what=f"case at {node.member_id} to be {wanted}")
+
+
+async def apply_online(fed: Federation, http: aiohttp.ClientSession) -> str:
+    portal = Api(http, fed[TAOYUAN]).as_portal()
+    doc = await portal.call("POST", "/api/v1/cases", {
+        "item": ONLINE_ITEM, "handler": DOUMEN, "applicant": applicant("430725"), "loa": "L4",
+        "materials": materials(ONLINE_ITEM)}, expect=201)
+    return str(doc["case"]["case_id"])
+
+
+async def test_local_system_decides_and_the_receiver_sees_it(
+        fed: Federation, system: LocalSystem) -> None:
+    async with aiohttp.ClientSession() as http:
+        case_id = await apply_online(fed, http)
+        # handler_received only once the local system has the case.
+        await reach(fed[TAOYUAN], case_id, "handler_received")
+        assert case_id in system.cases and system.cases[case_id]["item"] == ONLINE_ITEM
+        system.decide(case_id, "supplement-request", reason="缺少凭证", materials=["M03"])
+        await reach(fed[TAOYUAN], case_id, "supplement_required")
+        portal = Api(http, fed[TAOYUAN]).as_portal()
+        await portal.call("POST", f"/api/v1/cases/{case_id}/supplement",
+                          {"materials": [{"code": "M03", "name": "缴费凭证（补）"}]},
+                          expect=202)
+        await reach(fed[TAOYUAN], case_id, "handler_received")  # after the local supplement
+        assert any(m["code"] == "M03" for m in system.cases[case_id]["materials"])
+        for action, body in (("accept", {}), ("review", {}),
+                             ("conclude", {"outcome": "approved", "result": "准予"})):
+            system.decide(case_id, action, **body)
+        await reach(fed[TAOYUAN], case_id, "concluded")
+    events = [e.event for e in (await fed[DOUMEN].app[K.CASES].get(case_id)).events  # type: ignore[index]
+              if e.to_state is not None]
+    assert events.count("case.accept") == 1 and events.count("case.conclude") == 1
+
+
+async def test_local_outage_queues_and_nothing_is_lost(
+        fed: Federation, system: LocalSystem) -> None:
+    system.down = True
+    async with aiohttp.ClientSession() as http:
+        case_ids = [await apply_online(fed, http) for _ in range(3)]
+        bridge = fed[DOUMEN].app[K.LOCAL]  # type: ignore[index]
+
+        async def breaker_open() -> bool:
+            return bridge.breaker.open
+
+        await wait_for(breaker_open, what="the circuit breaker to open")
+        calls_when_open = len(system.calls)
+        for case_id in case_ids:
+            assert await state(fed[TAOYUAN], case_id) == "submitted"
+        system.down = False
+        for case_id in case_ids:
+            await reach(fed[TAOYUAN], case_id, "handler_received")
+    assert set(system.cases) == set(case_ids)  # each once, none lost
+    assert len(system.calls) > calls_when_open
+
+
+async def test_events_apply_once_and_refusals_are_kept(
+        fed: Federation, system: LocalSystem) -> None:
+    async with aiohttp.ClientSession() as http:
+        case_id = await apply_online(fed, http)
+        await reach(fed[TAOYUAN], case_id, "handler_received")
+        url = fed[DOUMEN].url + "/adapters/v1/events"
+        event = {"id": "w-1", "case": case_id, "action": "accept", "body": {}}
+        for expected in ("applied", "duplicate"):
+            async with http.post(url, json=event, headers={"X-Fake-Signature": "ok"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["events"][0]["result"] == expected
+        async with http.post(url, json=event, headers={"X-Fake-Signature": "forged"}) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["type"] == "urn:tongban:error:unauthenticated"
+        # An event the lifecycle does not allow is refused, kept, and changes nothing.
+        bad = {"id": "w-2", "case": case_id, "action": "deliver", "body": {}}
+        async with http.post(url, json=bad, headers={"X-Fake-Signature": "ok"}) as resp:
+            result = (await resp.json())["events"][0]["result"]
+        assert result.startswith("refused:")
+        await reach(fed[TAOYUAN], case_id, "accepted")
+        assert await state(fed[DOUMEN], case_id) == "accepted"
+
+
+async def test_withdrawal_reaches_the_local_system(
+        fed: Federation, system: LocalSystem) -> None:
+    async with aiohttp.ClientSession() as http:
+        case_id = await apply_online(fed, http)
+        await reach(fed[TAOYUAN], case_id, "handler_received")
+        portal = Api(http, fed[TAOYUAN]).as_portal()
+        await portal.call("POST", f"/api/v1/cases/{case_id}/withdraw", {"reason": "不办了"},
+                          expect=202)
+        await reach(fed[TAOYUAN], case_id, "withdrawn")
+
+        async def told() -> bool:
+            return "withdrawn" in system.cases[case_id]
+
+        await wait_for(told, what="the local system to hear of the withdrawal")
