@@ -60,9 +60,20 @@ class OffsetClock:
 
 
 def free_port() -> int:
+    """A port nobody holds right now (another process may take it before we do: prefer
+    `reserve_port`, which keeps it bound until the server starts)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def reserve_port() -> socket.socket:
+    """A bound socket on a free loopback port, held until a server listens on it, so that
+    parallel test runs cannot take the port between choosing it and starting the gateway."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 async def wait_for(predicate: Callable[[], Awaitable[bool]], *, timeout: float = 15.0,
@@ -104,6 +115,7 @@ class Node:
     runner: web.AppRunner | None = None
     app: web.Application | None = None
     adapter_classes: dict[str, Any] | None = None
+    reserved: socket.socket | None = None
 
     @property
     def member_id(self) -> str:
@@ -123,7 +135,13 @@ class Node:
                               adapter_classes=self.adapter_classes)
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.config.server.port)
+        site: web.BaseSite
+        if self.reserved is not None:  # first start: the port was held for us
+            site = web.SockSite(self.runner, self.reserved)
+            self.reserved = None
+        else:  # a restart on the same port
+            site = web.TCPSite(self.runner, "127.0.0.1", self.config.server.port,
+                               reuse_address=True)
         await site.start()
 
     async def stop(self) -> None:
@@ -237,6 +255,8 @@ class Federation:
     async def close(self) -> None:
         for node in self.nodes:
             await node.stop()
+            if node.reserved is not None:  # never started
+                node.reserved.close()
         if self.admin_engine is not None:
             await self.admin_engine.dispose()
 
@@ -297,9 +317,11 @@ async def build_federation(root: Path, db_factory: DbFactory,
     member offers in the registry. `adapters[member_id]`: (adapter classes by name, the
     member's `[adapter]` config) for a member that reaches a local case system."""
     clock = OffsetClock()
-    operator_port = free_port()
+    operator_sock = reserve_port()
+    operator_port = int(operator_sock.getsockname()[1])
 
-    def make_node(member_id: str, port: int, url: str, operator: bool) -> Node:
+    def make_node(member_id: str, sock: socket.socket, url: str, operator: bool) -> Node:
+        port = int(sock.getsockname()[1])
         handlers = default_handlers()
         counter = CountingHandler()
         if counting:
@@ -313,9 +335,9 @@ async def build_federation(root: Path, db_factory: DbFactory,
         cfg = node_config(root, member_id, port, url, operator_port, operator=operator,
                           extra=member_extra)
         return Node(config=cfg, clock=clock, handlers=handlers, counter=counter,
-                    adapter_classes=classes)
+                    adapter_classes=classes, reserved=sock)
 
-    op = make_node(OPERATOR_ID, operator_port, await db_factory("operator"), True)
+    op = make_node(OPERATOR_ID, operator_sock, await db_factory("operator"), True)
     fed = Federation(root=root, clock=clock, operator=op)
     engine = make_engine(op.config.database.url)
     await create_schema(engine)
@@ -324,7 +346,7 @@ async def build_federation(root: Path, db_factory: DbFactory,
     await alliance.init(name="昆明市")
     anchor = op.config.trust.anchor.read_bytes()
     for member_id in member_ids:
-        node = make_node(member_id, free_port(), await db_factory(member_id.replace("-", "")),
+        node = make_node(member_id, reserve_port(), await db_factory(member_id.replace("-", "")),
                          False)
         key = KeyStore(node.config.keys.dir).create()
         node.config.trust.anchor.write_bytes(anchor)

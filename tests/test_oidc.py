@@ -19,7 +19,7 @@ from aiohttp import web
 from casekit import Api, case_federation, make_id
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from fedkit import TAOYUAN, DbFactory, Federation, free_port
+from fedkit import TAOYUAN, DbFactory, Federation, reserve_port
 
 ISSUER_PATH = "/idp"
 AUDIENCE = "taoyuan-gateway"
@@ -32,7 +32,8 @@ class FakeProvider:
         jwk: dict[str, Any] = jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key(),
                                                                 as_dict=True)
         self.jwk = {**jwk, "kid": "idp-1", "use": "sig", "alg": "ES256"}
-        self.port = free_port()
+        self.sock = reserve_port()
+        self.port = int(self.sock.getsockname()[1])
         self.issuer = f"http://127.0.0.1:{self.port}{ISSUER_PATH}"
 
     def id_token(self, **change: Any) -> str:
@@ -52,7 +53,7 @@ async def provider() -> AsyncIterator[FakeProvider]:
     app.router.add_get(ISSUER_PATH + "/jwks", fake.jwks)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", fake.port).start()
+    await web.SockSite(runner, fake.sock).start()
     try:
         yield fake
     finally:
