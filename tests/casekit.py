@@ -138,3 +138,13 @@ async def state(node: Node, case_id: str) -> str | None:
     async with node.engine.connect() as conn:
         case_ = await node.app[K.CASES].repo.get(conn, case_id)
     return None if case_ is None or case_.state is None else case_.state.value
+
+
+async def reach(node: Node, case_id: str, wanted: str, timeout: float = 15) -> None:
+    """Wait until the case's copy on `node` is in state `wanted`."""
+    from fedkit import wait_for
+
+    async def there() -> bool:
+        return await state(node, case_id) == wanted
+
+    await wait_for(there, timeout=timeout, what=f"case at {node.member_id} to be {wanted}")

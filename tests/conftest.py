@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -60,3 +61,10 @@ async def db_factory(db_backend: str, tmp_path: Path) -> AsyncIterator[DbFactory
                 await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """One client session per test, as a portal or a clerk's browser would hold."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -19,9 +19,10 @@ from casekit import (
     case_federation,
     history,
     materials,
+    reach,
     state,
 )
-from fedkit import CHANGDE, DOUMEN, TAOYUAN, DbFactory, Federation, Node, wait_for
+from fedkit import CHANGDE, DOUMEN, TAOYUAN, DbFactory, Federation, Node
 
 
 @pytest.fixture
@@ -32,18 +33,6 @@ async def fed(tmp_path: Path, db_factory: DbFactory) -> AsyncIterator[Federation
     finally:
         await federation.close()
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def reach(node: Node, case_id: str, wanted: str) -> None:
-    async def there() -> bool:
-        return await state(node, case_id) == wanted
-
-    await wait_for(there, what=f"case at {node.member_id} to be {wanted}")
 
 
 async def same_history(a: Node, b: Node, case_id: str) -> list[tuple[object, ...]]:

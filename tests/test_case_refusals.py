@@ -25,6 +25,7 @@ from casekit import (
     history,
     make_id,
     materials,
+    reach,
     state,
 )
 from fedkit import (
@@ -56,22 +57,10 @@ async def fed(tmp_path: Path, db_factory: DbFactory) -> AsyncIterator[Federation
         await federation.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def count_cases(node: Node) -> int:
     async with node.engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(cases))).scalar_one())
 
-
-async def reach(node: Node, case_id: str, wanted: str, timeout: float = 15) -> None:
-    async def there() -> bool:
-        return await state(node, case_id) == wanted
-
-    await wait_for(there, timeout=timeout, what=f"case at {node.member_id} to be {wanted}")
 
 
 async def online_case(fed: Federation, http: aiohttp.ClientSession,

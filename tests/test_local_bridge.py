@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import aiohttp
 import pytest
-from casekit import ONLINE_ITEM, Api, applicant, case_federation, materials, state
-from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, Node, wait_for
+from casekit import ONLINE_ITEM, Api, applicant, case_federation, materials, reach, state
+from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, wait_for
 
 from adapters.base import AdapterError, ConfigProblem, LocalCase, LocalEvent, RegionAdapter
 from gateway import appkeys as K
@@ -100,12 +100,6 @@ async def fed(tmp_path: Path, db_factory: DbFactory,
     finally:
         await federation.close()
 
-
-async def reach(node: Node, case_id: str, wanted: str) -> None:
-    async def there() -> bool:
-        return await state(node, case_id) == wanted
-
-    await wait_for(there, what=f"case at {node.member_id} to be {wanted}")
 
 
 async def apply_online(fed: Federation, http: aiohttp.ClientSession) -> str:

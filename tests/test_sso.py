@@ -55,12 +55,6 @@ async def fed(tmp_path: Path, db_factory: DbFactory) -> AsyncIterator[Federation
         await federation.close()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def token_for(fed: Federation, *, key: SigningKey | None = None, iss: str = TAOYUAN,
               aud: str = DOUMEN, loa: str = "L4", now: float | None = None) -> str:
     token, _ = sso.issue(key or fed[iss].signing_key(), iss=iss, aud=aud, sub="pairwise",

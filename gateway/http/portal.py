@@ -83,6 +83,14 @@ async def _session(request: web.Request) -> tuple[str, Session] | None:
     return token, found
 
 
+async def _signed_in(request: web.Request) -> tuple[str, Session]:
+    """The applicant's session, or back to the login page."""
+    current = await _session(request)
+    if current is None:
+        raise web.HTTPSeeOther("/portal/")
+    return current
+
+
 def _set_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     response.set_cookie(request.app[K.PORTAL].cookie_name, token, httponly=True,
                         samesite="Lax", path="/",
@@ -180,9 +188,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @routes.post("/portal/go")
 async def go(request: web.Request) -> web.Response:
     """Hand the signed-in applicant to a partner member, landing on one of its items."""
-    current = await _session(request)
-    if current is None:
-        raise web.HTTPSeeOther("/portal/")
+    current = await _signed_in(request)
     fields = await _form(request, current[0])
     target, item = fields.get("target", ""), fields.get("item", "")
     snapshot = request.app[K.HOLDER].require_fresh()
@@ -226,10 +232,7 @@ def _actor(session: Session) -> Actor:
 
 @routes.get("/portal/apply/{code}")
 async def apply_form(request: web.Request) -> web.Response:
-    current = await _session(request)
-    if current is None:
-        raise web.HTTPSeeOther("/portal/")
-    token, session = current
+    token, session = await _signed_in(request)
     item = request.app[K.CASES].catalog.get(request.match_info["code"])
     if item is None:
         raise web.HTTPNotFound()
@@ -239,10 +242,7 @@ async def apply_form(request: web.Request) -> web.Response:
 
 @routes.post("/portal/apply/{code}")
 async def apply(request: web.Request) -> web.StreamResponse:
-    current = await _session(request)
-    if current is None:
-        raise web.HTTPSeeOther("/portal/")
-    token, session = current
+    token, session = await _signed_in(request)
     form = await request.post()
     if not hmac.compare_digest(str(form.get("csrf", "")), _csrf(request, token)):
         raise web.HTTPForbidden(reason="the form expired; reload the page")
@@ -273,9 +273,7 @@ async def apply(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/portal/cases")
 async def my_cases(request: web.Request) -> web.Response:
-    current = await _session(request)
-    if current is None:
-        raise web.HTTPSeeOther("/portal/")
+    current = await _signed_in(request)
     service = request.app[K.CASES]
     found = await service.list_cases(applicant_key=current[1].subject, top_level=True)
     rows = []
@@ -289,9 +287,7 @@ async def my_cases(request: web.Request) -> web.Response:
 
 @routes.get("/portal/cases/{case_id}")
 async def case_page(request: web.Request) -> web.Response:
-    current = await _session(request)
-    if current is None:
-        raise web.HTTPSeeOther("/portal/")
+    current = await _signed_in(request)
     service = request.app[K.CASES]
     try:
         case_ = await service.get(request.match_info["case_id"])
