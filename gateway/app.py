@@ -30,9 +30,10 @@ from gateway.db.auth_repo import AuthRepo
 from gateway.db.batching import GroupCommitter
 from gateway.db.case_repo import CaseRepo
 from gateway.db.cert_repo import CertRepo
-from gateway.db.engine import create_schema, make_engine
+from gateway.db.engine import make_engine
 from gateway.db.jti_repo import RequestJtiRepo
 from gateway.db.local_repo import LocalRepo
+from gateway.db.migrate import require_current
 from gateway.db.repos import DestinationRepo, InboxRepo, OutboxRepo, RegistryRepo
 from gateway.db.sso_repo import SsoRepo
 from gateway.federation.inbox import Inbox, InboxSettings
@@ -101,7 +102,11 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = make_engine(config.database.url)
-        await create_schema(engine)
+        try:
+            await require_current(engine)
+        except Exception:
+            await engine.dispose()
+            raise
         app[K.ENGINE] = engine
         app[K.REGISTRY_REPO] = RegistryRepo(engine)
         app[K.OUTBOX_REPO] = OutboxRepo(engine)

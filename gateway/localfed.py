@@ -104,6 +104,12 @@ async def found_alliance(operator: GatewayConfig, members: Sequence[GatewayConfi
                          roles: Sequence[Role] = (Role.SSO_ISSUER, Role.HANDLER, Role.RECEIVER),
                          ) -> None:
     """`alliance init`, then per member `key init`, pin the anchor, and `member add`."""
+    for cfg in members:  # `tongban db upgrade` on each member's database
+        member_engine = make_engine(cfg.database.url)
+        try:
+            await create_schema(member_engine)
+        finally:
+            await member_engine.dispose()
     engine = make_engine(operator.database.url)
     await create_schema(engine)
     try:

@@ -131,6 +131,12 @@ class Node:
         return self.app[K.ENGINE]
 
     async def start(self) -> None:
+        # What the admin does once with `tongban db upgrade`: the gateway itself only checks.
+        engine = make_engine(self.config.database.url)
+        try:
+            await create_schema(engine)
+        finally:
+            await engine.dispose()
         self.app = create_app(self.config, clock=self.clock, handlers=self.handlers,
                               adapter_classes=self.adapter_classes)
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)

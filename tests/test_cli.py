@@ -227,3 +227,15 @@ def test_database_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     config.write_text('[member]\nid = "CN-440403"\n[database]\n'
                       'url = "postgresql+asyncpg://postgres@127.0.0.1:5432/no_such_db_tongban"\n')
     assert_one_line_error(run(capsys, "outbox", "list", "-c", str(config)), "database")
+
+
+def test_db_verbs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    member = member_config(tmp_path)
+    code, out, _ = run(capsys, "db", "status", "-c", str(member))
+    assert code == 0 and "database schema empty" in out and "behind" in out
+    code, out, _ = run(capsys, "db", "upgrade", "-c", str(member))
+    assert code == 0 and "upgraded from empty to" in out
+    code, out, _ = run(capsys, "db", "upgrade", "-c", str(member))
+    assert code == 0 and "already at" in out
+    code, out, _ = run(capsys, "db", "status", "-c", str(member))
+    assert code == 0 and "(current)" in out

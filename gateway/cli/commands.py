@@ -19,6 +19,7 @@ import aiohttp
 from gateway.alliance import Alliance, AllianceError
 from gateway.cases.access import ROLES
 from gateway.config import GatewayConfig, check_serving
+from gateway.db import migrate
 from gateway.db.auth_repo import AuthRepo
 from gateway.db.cert_repo import CertCheck, CertRepo
 from gateway.db.engine import create_schema, make_engine
@@ -466,6 +467,34 @@ def clerk_disable(config: GatewayConfig, username: str, disabled: bool) -> None:
     if not asyncio.run(run()):
         raise AllianceError(f"no clerk {username}")
     out(f"clerk {username} {'disabled; their sessions ended' if disabled else 'enabled'}")
+
+
+def db_upgrade(config: GatewayConfig) -> None:
+    async def run() -> tuple[str | None, str]:
+        engine = make_engine(config.database.url)
+        try:
+            return await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    before, after = asyncio.run(run())
+    if before == after:
+        out(f"database schema already at {after}")
+    else:
+        out(f"database schema upgraded from {before or 'empty'} to {after}")
+
+
+def db_status(config: GatewayConfig) -> None:
+    async def run() -> str | None:
+        engine = make_engine(config.database.url)
+        try:
+            return await migrate.current(engine)
+        finally:
+            await engine.dispose()
+
+    have, need = asyncio.run(run()), migrate.head()
+    state = "current" if have == need else "behind: run `tongban db upgrade`"
+    out(f"database schema {have or 'empty'}; this gateway needs {need} ({state})")
 
 
 def check_config(config: GatewayConfig) -> None:

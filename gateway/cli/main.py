@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arg(q)
         q.add_argument("username")
 
+    p = verbs.add_parser("db", help="the database schema (operator of a gateway)")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("upgrade", help="migrate the database to this version's schema")
+    _config_arg(q)
+    q = sub.add_parser("status", help="show the schema revision against what the code needs")
+    _config_arg(q)
+
     p = verbs.add_parser("applicant", help="accounts of the local demo identity provider")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = sub.add_parser("add", help="let an applicant log in at this gateway's portal")
@@ -211,6 +218,11 @@ def dispatch(args: argparse.Namespace) -> None:
             commands.key_list(config)
         else:
             commands.key_retire(config, args.kid)
+    elif verb == "db":
+        if action == "upgrade":
+            commands.db_upgrade(_load(args.config))
+        else:
+            commands.db_status(_load(args.config))
     elif verb == "applicant":
         commands.applicant_add(_load(args.config), id_number=args.id_number, name=args.name,
                                loa=args.loa, password_env=args.password_env)

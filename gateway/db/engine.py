@@ -10,7 +10,6 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.db import sqlite_inline  # noqa: F401 - registers the sqlite+tongban_inline dialect
-from gateway.db.schema import metadata
 from trust.errors import ConfigError
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
@@ -50,5 +49,7 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Bring the database to the code's schema (alembic migrations; `tongban db upgrade`)."""
+    from gateway.db.migrate import upgrade
+
+    await upgrade(engine)
