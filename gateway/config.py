@@ -84,6 +84,7 @@ class DeliverySection(_Section):
     concurrency: int = Field(default=16, ge=1, le=256)
     request_timeout: float = Field(default=10.0, gt=0)
     poll_interval: float = Field(default=1.0, gt=0)
+    claim_lease: float = Field(default=60.0, gt=0)
 
 
 class MaterialsSection(_Section):

@@ -6,15 +6,22 @@ own. Rows leave this module as frozen dataclasses, never as driver rows.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import case_sequences, destinations, inbox, outbox, registry_versions
+
+
+def _lock_key(name: str) -> int:
+    """A stable 63-bit key for a PostgreSQL advisory lock."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
+
 
 # Built once: constructing an INSERT per call costs more than executing it on SQLite.
 _INSERT_INBOX = insert(inbox)
@@ -226,6 +233,51 @@ class OutboxRepo:
                 select(outbox.c.dest).where(outbox.c.state == OutboxState.PENDING).distinct()
             )).all()
         return [r.dest for r in rows]
+
+    async def claim_for(self, dest: str, limit: int, after_id: int, *, owner: str,
+                        lease: float, now: float) -> list[OutboxEntry]:
+        """Pending messages to `dest` that no other process holds, now held by `owner`.
+
+        PostgreSQL skips rows another process is claiming at this moment (SKIP LOCKED), so two
+        processes never take the same message; a claim lapses after `lease` seconds, so the
+        messages of a process that died are taken over.
+        """
+        free = or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now,
+                   outbox.c.claimed_by == owner)
+        # Order within a case: never take a message while an earlier one of its case is held
+        # by another process.
+        earlier = outbox.alias("earlier")
+        held_before = select(earlier.c.id).where(and_(
+            earlier.c.dest == outbox.c.dest, earlier.c.case_id == outbox.c.case_id,
+            earlier.c.state == OutboxState.PENDING, earlier.c.id < outbox.c.id,
+            earlier.c.claimed_by != owner, earlier.c.claimed_until >= now)).exists()
+        query = (select(outbox.c.id)
+                 .where(and_(outbox.c.dest == dest, outbox.c.state == OutboxState.PENDING,
+                             outbox.c.id > after_id, free, ~held_before))
+                 .order_by(outbox.c.id).limit(limit))
+        async with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # One claimer per destination at a time (so the case-order check above sees
+                # every committed claim), and rows being sent are skipped, not waited for.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": _lock_key("outbox:" + dest)})
+                query = query.with_for_update(skip_locked=True)
+            ids = [r.id for r in (await conn.execute(query)).all()]
+            if not ids:
+                return []
+            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
+                claimed_by=owner, claimed_until=now + lease))
+            rows = (await conn.execute(select(*self._cols).where(outbox.c.id.in_(ids))
+                                       .order_by(outbox.c.id))).all()
+        return [self._entry(r) for r in rows]
+
+    async def release(self, owner: str) -> int:
+        """Graceful shutdown: hand this process's undelivered messages back at once."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(outbox).where(and_(
+                outbox.c.claimed_by == owner, outbox.c.state == OutboxState.PENDING))
+                .values(claimed_by=None, claimed_until=None))
+        return int(result.rowcount)
 
     async def pending_for(self, dest: str, limit: int, after_id: int = 0) -> list[OutboxEntry]:
         async with self._engine.connect() as conn:

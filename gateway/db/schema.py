@@ -69,6 +69,10 @@ outbox = Table(
     Column("delivered_at", Float, nullable=True),
     Column("receipt", Text, nullable=True),
     Column("receipt_status", String(16), nullable=True),
+    # Which gateway process is delivering it, until when: several processes of one member
+    # share the outbox, and a message is sent by one of them only.
+    Column("claimed_by", String(80), nullable=True),
+    Column("claimed_until", Float, nullable=True),
     Index("ix_outbox_dest_state_id", "dest", "state", "id"),
 )
 

@@ -21,6 +21,8 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +126,8 @@ class DeliveryContext:
         self.endpoint_overrides = endpoint_overrides
         self.clock = clock
         self.uploader = uploader
+        # This process, as it claims outbox rows (several processes may share the outbox).
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wait = wait_exponential_jitter(multiplier=settings.initial_backoff,
                                              max=settings.max_backoff,
                                              jitter=settings.initial_backoff)
@@ -204,6 +208,9 @@ class PeerQueue:
         waiting = self._retry_at - ctx.clock()
         if waiting > 0:
             await self._idle(min(waiting, ctx.settings.poll_interval))
+            # Claims may have lapsed while we waited: take again from the database what we
+            # still hold (or can), rather than send from memory what another process took.
+            self._rescan = True
             return
         if self._rescan or len(self._buffer) < ctx.settings.concurrency * 4:
             await self._refill()
@@ -222,7 +229,9 @@ class PeerQueue:
             flying = self._flight_ids()
             self._buffer = {k: v for k, v in self._buffer.items() if k in flying}
         after = 0 if self._rescan else self._max_seen
-        rows = await ctx.repo.pending_for(self.dest, ctx.settings.concurrency * 16, after)
+        rows = await ctx.repo.claim_for(self.dest, ctx.settings.concurrency * 16, after,
+                                        owner=ctx.owner, lease=ctx.settings.claim_lease,
+                                        now=ctx.clock())
         for row in rows:
             if row.id not in self._buffer:
                 self._buffer[row.id] = row
@@ -442,3 +451,6 @@ class Dispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        released = await self._ctx.repo.release(self._ctx.owner)
+        if released:
+            log.info("released %d undelivered message(s) for other processes", released)
