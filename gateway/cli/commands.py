@@ -16,10 +16,12 @@ from typing import Any
 
 import aiohttp
 
+from gateway import audit
 from gateway.alliance import Alliance, AllianceError
 from gateway.cases.access import ROLES
 from gateway.config import GatewayConfig, check_serving
 from gateway.db import migrate
+from gateway.db.audit_repo import AuditRepo
 from gateway.db.auth_repo import AuthRepo
 from gateway.db.cert_repo import CertCheck, CertRepo
 from gateway.db.engine import create_schema, make_engine
@@ -32,6 +34,7 @@ from registry.document import MEMBER_ID_RE, Item, Member, Role, Status
 from registry.validation import mask_id
 from registry.versions import verify_version
 from trust.anchor import load_anchor
+from trust.audit import AuditEntry
 from trust.credentials import hash_password
 from trust.errors import ConfigError, TongbanError
 from trust.keys import Alg
@@ -495,6 +498,50 @@ def db_status(config: GatewayConfig) -> None:
     have, need = asyncio.run(run()), migrate.head()
     state = "current" if have == need else "behind: run `tongban db upgrade`"
     out(f"database schema {have or 'empty'}; this gateway needs {need} ({state})")
+
+
+def audit_export(config: GatewayConfig, out_path: Path) -> None:
+    async def run() -> tuple[list[Any], list[str]]:
+        engine = make_engine(config.database.url)
+        try:
+            await migrate.require_current(engine)
+            entries = await AuditRepo.export(engine)
+            versions = [v.jws for v in await RegistryRepo(engine).all_versions()]
+        finally:
+            await engine.dispose()
+        return entries, versions
+
+    entries, versions = asyncio.run(run())
+    header = {"format": audit.FORMAT, "member": config.member_id,
+              "exported_at": int(time.time()), "registry": versions}
+    with out_path.open("x", encoding="utf-8") as f:  # never overwrite an earlier export
+        f.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for entry in entries:
+            f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+    out_path.chmod(0o600)  # the messages inside carry personal data
+    out(f"{len(entries)} audit entries and {len(versions)} registry versions written to "
+        f"{out_path}")
+
+
+def audit_verify(path: Path, anchor_path: Path) -> None:
+    anchor = load_anchor(anchor_path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0])
+        entries = [AuditEntry.from_json(json.loads(line)) for line in lines[1:] if line]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise AllianceError(f"{path}: not an audit export ({type(exc).__name__})") from None
+    if header.get("format") != audit.FORMAT:
+        raise AllianceError(f"{path}: format {header.get('format')!r}, expected "
+                            f"{audit.FORMAT}")
+    try:
+        snapshots = audit.registry_snapshots(header.get("registry", []), anchor)
+        count = audit.verify_trail(entries, snapshots, str(header.get("member")))
+    except audit.AuditFailure as exc:
+        raise AllianceError(f"audit trail broken at {exc}") from None
+    out(f"audit trail of {header.get('member')} verified: {count} entries, chain intact, "
+        f"every message and receipt signature checks against {len(snapshots)} registry "
+        "versions")
 
 
 def check_config(config: GatewayConfig) -> None:

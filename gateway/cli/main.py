@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
         _config_arg(q)
         q.add_argument("username")
 
+    p = verbs.add_parser("audit", help="the hash-chained audit trail (auditor)")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = sub.add_parser("export", help="write the trail, with the registry versions, to a file")
+    _config_arg(q)
+    q.add_argument("--out", type=Path, required=True, help="file to write (must not exist)")
+    q = sub.add_parser("verify", help="check an exported trail offline")
+    q.add_argument("--anchor", type=Path, required=True, help="trust anchor JSON file")
+    q.add_argument("file", type=Path, help="the exported trail")
+
     p = verbs.add_parser("db", help="the database schema (operator of a gateway)")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = sub.add_parser("upgrade", help="migrate the database to this version's schema")
@@ -218,6 +227,11 @@ def dispatch(args: argparse.Namespace) -> None:
             commands.key_list(config)
         else:
             commands.key_retire(config, args.kid)
+    elif verb == "audit":
+        if action == "export":
+            commands.audit_export(_load(args.config), args.out)
+        else:
+            commands.audit_verify(args.file, args.anchor)
     elif verb == "db":
         if action == "upgrade":
             commands.db_upgrade(_load(args.config))

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db.audit_repo import AuditRecord, AuditRepo
 from gateway.db.schema import case_sequences, destinations, inbox, outbox, registry_versions
 
 
@@ -47,6 +48,14 @@ class RegistryRepo:
                 .order_by(registry_versions.c.version.desc()).limit(1)
             )).first()
         return None if row is None else StoredVersion(row.version, row.jws, row.digest)
+
+    async def all_versions(self) -> list[StoredVersion]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(registry_versions.c.version, registry_versions.c.jws,
+                       registry_versions.c.digest).order_by(registry_versions.c.version)
+            )).all()
+        return [StoredVersion(r.version, r.jws, r.digest) for r in rows]
 
     async def get(self, version: int) -> StoredVersion | None:
         async with self._engine.connect() as conn:
@@ -153,6 +162,12 @@ class Delivery:
     receipt: str
     status: str
     at: float
+    # For the audit trail: what was sent, to whom.
+    token: str = ""
+    jti: str = ""
+    dest: str = ""
+    type: str = ""
+    case_id: str | None = None
 
 
 class OutboxState:
@@ -331,6 +346,9 @@ class OutboxRepo:
                 last_error=None),
             [{"row_id": r.row_id, "new_receipt": r.receipt, "new_status": r.status,
               "at": r.at} for r in rows])
+        await AuditRepo.append(conn, [AuditRecord(
+            at=r.at, direction="out", peer=r.dest, jti=r.jti, type=r.type, case_id=r.case_id,
+            token=r.token, receipt=r.receipt) for r in rows if r.token])
 
     @staticmethod
     async def mark_attempt_failed(conn: AsyncConnection, row_id: int, *, error: str,

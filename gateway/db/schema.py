@@ -314,3 +314,22 @@ adapter_state = Table(
     Column("name", String(64), primary_key=True),
     Column("cursor", Text, nullable=True),
 )
+
+# --- the audit trail (责任追溯) ----------------------------------------------------------------
+# Every message sent or received, with its receipt, in a hash chain: each entry holds the hash
+# of the one before, so removing, reordering or changing an entry breaks every hash after it.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", AutoId, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("peer", String(16), nullable=False),
+    Column("jti", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("case_id", String(128), nullable=True),
+    Column("token", Text, nullable=False),
+    Column("receipt", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+)

@@ -15,6 +15,7 @@ import rfc8785
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db.audit_repo import AuditRecord, AuditRepo
 from gateway.db.batching import GroupCommitter
 from gateway.db.repos import InboxEntry, InboxRepo
 from gateway.federation.messages import (
@@ -151,6 +152,9 @@ class Inbox:
                                     case_id=message.case_id, seq=message.seq, digest=digest,
                                     content_digest=meaning, token=parsed.raw,
                                     receipt=accepted.token, now=now)
+            await AuditRepo.append(conn, [AuditRecord(
+                at=now, direction="in", peer=iss, jti=jti, type=type_,
+                case_id=message.case_id, token=parsed.raw, receipt=accepted.token)])
             assert handler is not None
             await handler.apply(conn, message)
             return message

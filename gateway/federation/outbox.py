@@ -358,7 +358,9 @@ class PeerQueue:
             return SendOutcome(False, error=f"receipt refused: {exc.detail}"), entry
         delivered_at = ctx.clock()
         await ctx.deliveries.add(Delivery(entry.id, receipt.token, receipt.status.value,
-                                          delivered_at))
+                                          at=delivered_at, token=token, jti=jti,
+                                          dest=self.dest, type=entry.type,
+                                          case_id=entry.case_id))
         return SendOutcome(True), entry
 
     async def _sign(self, entry: OutboxEntry, snapshot: RegistrySnapshot,

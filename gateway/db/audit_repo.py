@@ -1,0 +1,57 @@
+"""SQL for the hash-chained audit trail. Appends happen inside the transaction that stores or
+delivers the message, so the trail holds exactly what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.schema import audit_log
+from trust.audit import GENESIS, AuditEntry, chain_hash
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What to append: the chain fields are computed here."""
+
+    at: float
+    direction: str
+    peer: str
+    jti: str
+    type: str
+    case_id: str | None
+    token: str
+    receipt: str
+
+
+class AuditRepo:
+    @staticmethod
+    async def append(conn: AsyncConnection, records: Sequence[AuditRecord]) -> None:
+        if not records:
+            return
+        if conn.dialect.name == "postgresql":
+            # One appender at a time across processes: the chain has one tip.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7306195)"))
+        last = (await conn.execute(select(audit_log.c.entry_hash)
+                                   .order_by(audit_log.c.seq.desc()).limit(1))).scalar()
+        prev = str(last) if last is not None else GENESIS
+        rows = []
+        for r in records:
+            entry = AuditEntry(at=r.at, direction=r.direction, peer=r.peer, jti=r.jti,
+                               type=r.type, case_id=r.case_id, token=r.token,
+                               receipt=r.receipt, prev_hash=prev, entry_hash="")
+            digest = chain_hash(entry)
+            rows.append({**entry.fields(), "prev_hash": prev, "entry_hash": digest})
+            prev = digest
+        await conn.execute(insert(audit_log), rows)
+
+    @staticmethod
+    async def export(engine: AsyncEngine) -> list[AuditEntry]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(audit_log).order_by(audit_log.c.seq))).all()
+        return [AuditEntry(seq=r.seq, at=r.at, direction=r.direction, peer=r.peer, jti=r.jti,
+                           type=r.type, case_id=r.case_id, token=r.token, receipt=r.receipt,
+                           prev_hash=r.prev_hash, entry_hash=r.entry_hash) for r in rows]
