@@ -49,10 +49,11 @@ from gateway.federation.messages import SsoLogoutHandler as PlainSsoLogout
 from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
 from gateway.http import adapters as adapters_http
-from gateway.http import api, blobs, federation, portal, registry, sso
+from gateway.http import api, blobs, federation, ops, portal, registry, sso
 from gateway.http.portal_settings import PortalSettings
 from gateway.http.problems import problem_middleware
 from gateway.keystore import KeyStore, Signer
+from gateway.metrics import Metrics
 from gateway.registry_client import (
     HttpRegistrySource,
     RegistryHolder,
@@ -83,6 +84,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
                           client_max_size=config.federation.max_message_bytes)
     app[K.CONFIG] = config
     app[K.CLOCK] = clock
+    app[K.METRICS] = Metrics()
     keys = KeyStore(config.keys.dir, config.key_passphrase())
     keys.load()
     app[K.KEYS] = keys
@@ -162,6 +164,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
             development_mode=config.federation.development_mode,
             endpoint_overrides={k: v.endpoint for k, v in config.peers.items() if v.endpoint},
             clock=clock,
+            metrics=app[K.METRICS],
             uploader=BlobUploader(member_id=config.member_id, store=blob_store,
                                   signer=app[K.SIGNER], session=app[K.HTTP_CLIENT], clock=clock,
                                   request_timeout=config.delivery.request_timeout))
@@ -180,6 +183,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
             holder=app[K.HOLDER], signer=app[K.SIGNER], engine=engine,
             committer=app[K.COMMITTER], repo=InboxRepo(),
             handlers=app[K.HANDLERS], clock=clock, on_peer_seen=peer_seen,
+            metrics=app[K.METRICS],
             blob_size=blob_store.size)
         app[K.BLOB_RECEIVER] = BlobReceiver(
             member_id=config.member_id, holder=app[K.HOLDER], store=blob_store,
@@ -204,6 +208,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app.add_routes(sso.routes)
     app.add_routes(portal.routes)
     app.add_routes(adapters_http.routes)
+    app.add_routes(ops.routes)
     return app
 
 
@@ -282,6 +287,7 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
         if adapter is not None:
             bridge = LocalBridge(adapter=adapter, repo=LocalRepo(engine), service=service,
                                  settings=config.adapter, clock=clock)
+            bridge.metrics = app[K.METRICS]
             service.local = bridge
             app[K.LOCAL] = bridge
             tasks.append(asyncio.create_task(bridge.run(), name="local-calls"))

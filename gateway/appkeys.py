@@ -22,6 +22,7 @@ from gateway.federation.messages import HandlerRegistry
 from gateway.federation.outbox import Dispatcher
 from gateway.http.portal_settings import PortalSettings
 from gateway.keystore import KeyStore, Signer
+from gateway.metrics import Metrics
 from gateway.registry_client import RegistryHolder
 from gateway.sso.exchange import TokenExchange
 from gateway.sso.home import HomeSignOn
@@ -39,6 +40,7 @@ PORTAL = web.AppKey("portal", PortalSettings)
 OIDC = web.AppKey("oidc", OidcLogin)
 ADAPTER_CLASSES = web.AppKey("adapter_classes", dict[str, type[RegionAdapter]])
 LOCAL = web.AppKey("local_bridge", LocalBridge)
+METRICS = web.AppKey("metrics", Metrics)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 COMMITTER = web.AppKey("committer", GroupCommitter)

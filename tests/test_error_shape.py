@@ -62,6 +62,8 @@ ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
      f"/api/v1/handling/cases/{_CASE}/accept", 401, "unauthenticated"),
     ("GET", "/api/v1/openapi.json", "POST", "/api/v1/openapi.json", 405, "method-not-allowed"),
     ("POST", "/adapters/v1/events", "POST", "/adapters/v1/events", 404, "not-found"),
+    ("GET", "/metrics", "POST", "/metrics", 405, "method-not-allowed"),
+    ("GET", "/readyz", "POST", "/readyz", 405, "method-not-allowed"),
     # Single sign-on answers its own refusals as RFC 6749 errors (tests/test_sso.py); the
     # portal answers with pages. Both still answer a wrong method as a problem.
     ("POST", "/sso/v1/token", "GET", "/sso/v1/token", 405, "method-not-allowed"),

@@ -25,6 +25,7 @@ from gateway.cases.model import Case
 from gateway.cases.service import Actor, CaseService, Tx
 from gateway.config import AdapterSection
 from gateway.db.local_repo import LocalCall, LocalRepo
+from gateway.metrics import Metrics
 from trust.clock import Clock
 from trust.errors import TongbanError
 
@@ -74,6 +75,7 @@ class LocalBridge:
                                              jitter=settings.initial_backoff)
         self._wake = asyncio.Event()
         self.actor = Actor(kind="system", subject=f"adapter:{adapter.name}")
+        self.metrics: Metrics | None = None
 
     # --- what the case service asks for, inside its transaction -------------------------
     async def case_arrived(self, tx: Tx, case_: Case) -> None:
@@ -109,6 +111,8 @@ class LocalBridge:
                 await self._make(call)
             except AdapterError as exc:
                 self.breaker.failure()
+                if self.metrics is not None:
+                    self.metrics.adapter_errors.labels(call.kind, str(exc.transient)).inc()
                 age = self._clock() - call.created_at
                 dead = not exc.transient or age > self._settings.dead_after
                 await self._repo.failed(call.id, error=str(exc), dead=dead,

@@ -31,6 +31,7 @@ from gateway.federation.messages import (
 )
 from gateway.federation.receipts import Receipt, ReceiptStatus, make_receipt
 from gateway.keystore import Signer
+from gateway.metrics import Metrics
 from gateway.registry_client import RegistryHolder
 from trust import jws
 from trust.clock import Clock
@@ -62,8 +63,10 @@ class Inbox:
                  engine: AsyncEngine, committer: GroupCommitter, repo: InboxRepo,
                  handlers: HandlerRegistry, clock: Clock,
                  on_peer_seen: Callable[[str], None] | None = None,
-                 blob_size: Callable[[str], int | None] | None = None) -> None:
+                 blob_size: Callable[[str], int | None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         """`blob_size(sha256)` is the size of a held material, None if not held (§5)."""
+        self._metrics = metrics
         self._settings = settings
         self._holder = holder
         self._signer = signer
@@ -76,6 +79,24 @@ class Inbox:
         self._blob_size = blob_size
 
     async def receive(self, raw: bytes) -> Receipt:
+        seen: list[str] = []  # the message type, once parsed: a metrics label
+        try:
+            receipt = await self._receive(raw, seen)
+        except TongbanError as exc:
+            if self._metrics is not None:
+                self._metrics.message("in", self._label(seen), exc.code.value)
+            raise
+        if self._metrics is not None:
+            self._metrics.message("in", self._label(seen), receipt.status.value)
+        return receipt
+
+    def _label(self, seen: list[str]) -> str:
+        """A bounded metrics label: unverified input must not create new label values."""
+        if not seen:
+            return "unparsable"
+        return seen[0] if self._handlers.get(seen[0]) is not None else "other"
+
+    async def _receive(self, raw: bytes, seen: list[str]) -> Receipt:
         me = self._settings.member_id
         try:
             text = raw.decode("ascii")
@@ -83,6 +104,7 @@ class Inbox:
             raise VerificationError("body is not a compact JWS", code=ErrorCode.MALFORMED) from None
         # 1-2. parse; typ and alg
         parsed = jws.parse(text, jws.TokenType.MESSAGE)
+        seen.append(str(parsed.claims.get("type")))
         # 3. issuer in the registry (fail closed when the registry is stale, after one
         # rate-limited attempt to fetch a fresh one)
         try:

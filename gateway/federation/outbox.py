@@ -38,6 +38,7 @@ from gateway.db.batching import GroupCommitter, WriteCoalescer
 from gateway.db.repos import Delivery, DestinationRepo, OutboxEntry, OutboxRepo, SignedCopy
 from gateway.federation.receipts import verify_receipt
 from gateway.keystore import Signer
+from gateway.metrics import Metrics
 from gateway.registry_client import RegistryHolder
 from registry.snapshot import RegistrySnapshot
 from trust import jws
@@ -110,7 +111,8 @@ class DeliveryContext:
                  holder: RegistryHolder, signer: Signer, session: aiohttp.ClientSession,
                  settings: DeliverySection, message_ttl: int, development_mode: bool,
                  endpoint_overrides: dict[str, str], clock: Clock,
-                 uploader: AttachmentUploader | None = None) -> None:
+                 uploader: AttachmentUploader | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.member_id = member_id
         self.repo = repo
         self.committer = committer
@@ -126,6 +128,7 @@ class DeliveryContext:
         self.endpoint_overrides = endpoint_overrides
         self.clock = clock
         self.uploader = uploader
+        self.metrics = metrics
         # This process, as it claims outbox rows (several processes may share the outbox).
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wait = wait_exponential_jitter(multiplier=settings.initial_backoff,
@@ -292,6 +295,8 @@ class PeerQueue:
         if outcome.delivered:
             return outcome, entry
         dead = outcome.permanent or (now - entry.created_at) > ctx.settings.dead_after
+        if ctx.metrics is not None:
+            ctx.metrics.message("out", entry.type, "dead" if dead else "retry")
         await ctx.committer.run(lambda conn: ctx.repo.mark_attempt_failed(
             conn, entry.id, error=outcome.error, now=now, dead=dead))
         if dead:
@@ -357,6 +362,9 @@ class PeerQueue:
                 await ctx.holder.refresh_soon()  # the peer may have rotated its key
             return SendOutcome(False, error=f"receipt refused: {exc.detail}"), entry
         delivered_at = ctx.clock()
+        if ctx.metrics is not None:
+            ctx.metrics.message("out", entry.type, receipt.status.value)
+            ctx.metrics.delivery_seconds.observe(max(delivered_at - entry.created_at, 0.0))
         await ctx.deliveries.add(Delivery(entry.id, receipt.token, receipt.status.value,
                                           at=delivered_at, token=token, jti=jti,
                                           dest=self.dest, type=entry.type,
