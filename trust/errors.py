@@ -31,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_TRANSITION = "invalid-transition"
     INVALID_BODY = "invalid-body"
     REGISTRY_STALE = "registry-stale"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
     @property
@@ -64,6 +65,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_TRANSITION: 422,
     ErrorCode.INVALID_BODY: 422,
     ErrorCode.REGISTRY_STALE: 503,
+    ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -89,6 +91,7 @@ _TITLES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_TRANSITION: "Illegal case transition",
     ErrorCode.INVALID_BODY: "Message type or body not valid",
     ErrorCode.REGISTRY_STALE: "Trust registry expired; federation traffic stopped",
+    ErrorCode.UNAVAILABLE: "Temporarily unavailable",
     ErrorCode.INTERNAL: "Internal error",
 }
 
