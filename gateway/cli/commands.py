@@ -255,10 +255,23 @@ def key_retire(config: GatewayConfig, kid: str) -> None:
     out(f"key {kid} retired; ask the operator to sync keys so the registry drops it")
 
 
-def key_list(config: GatewayConfig) -> None:
+def key_list(config: GatewayConfig, *, jwks: bool = False) -> None:
     keys = keystore(config)
-    for key in keys.load():
+    loaded = keys.load()
+    if jwks:  # the public JWK Set, for `member add --keys-file` where no endpoint is reachable
+        out(json.dumps(keys.public_jwks(), indent=2))
+        return
+    for key in loaded:
         out(f"{key.kid}  {key.alg.value}")
+
+def compose(out_dir: Path) -> None:
+    from gateway.deploy import write_compose
+
+    written = write_compose(out_dir)
+    out(f"wrote {len(written)} files to {out_dir}: configs for "
+        f"{', '.join(p.parent.name for p in written if p.name == 'tongban.toml')}, "
+        "setup.sh and compose.yaml; build the image with "
+        "`docker build -f docker/Dockerfile -t tongban .`, then `docker compose up` there")
 
 
 def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, body: str,

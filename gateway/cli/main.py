@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body", default="{}", help="JSON object body")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the receipt")
 
+    p = verbs.add_parser("compose", help="write a docker compose set-up (operator + 3 members)")
+    p.add_argument("--out", type=Path, required=True, help="an empty folder to write into")
+
     p = verbs.add_parser("config", help="configuration helpers")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = sub.add_parser("check", help="load and validate a config file, its keys and anchor")
@@ -104,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                          ("list", "list the signing keys")):
         q = sub.add_parser(action, help=text)
         _config_arg(q)
+        if action == "list":
+            q.add_argument("--jwks", action="store_true",
+                           help="print the public keys as a JWK Set instead")
     q = sub.add_parser("retire", help="stop publishing an old key")
     _config_arg(q)
     q.add_argument("kid")
@@ -199,6 +205,8 @@ def dispatch(args: argparse.Namespace) -> None:
     elif verb == "send":
         commands.send(_load(args.config), to=args.to, type_=args.type, case_id=args.case,
                       body=args.body, wait=args.wait)
+    elif verb == "compose":
+        commands.compose(args.out)
     elif verb == "config":
         commands.check_config(_load(args.config))
     elif verb == "alliance":
@@ -224,7 +232,7 @@ def dispatch(args: argparse.Namespace) -> None:
         elif action == "rotate":
             commands.key_rotate(config)
         elif action == "list":
-            commands.key_list(config)
+            commands.key_list(config, jwks=args.jwks)
         else:
             commands.key_retire(config, args.kid)
     elif verb == "audit":
