@@ -22,6 +22,7 @@ from registry.document import Item
 ITEM = "KSTB-SB-0001"
 MODE = "online"
 PORTAL = "bench-portal"
+TRANSPORT_TYPE = "bench.transport"  # the transport-only comparison (bench/receiver.py)
 
 
 def resident_id(division: str = "530102", born: str = "19900307", sequence: str = "123") -> str:
@@ -60,3 +61,10 @@ def _submit_body_json(app: dict[str, Any]) -> bytes:
             "delivery": {**app["delivery"], "address": None},
             "by": f"portal:{PORTAL}", "at": time.time()}
     return json.dumps(wire, separators=(",", ":")).encode()
+
+
+def transport_body(size: int) -> dict[str, Any]:
+    """The body of a `bench.transport` message: as large as a `case.submit` body."""
+    body: dict[str, Any] = {"at": time.time(), "form": ""}
+    body["form"] = "x" * max(0, size - len(json.dumps(body, separators=(",", ":"))))
+    return body
