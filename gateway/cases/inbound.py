@@ -64,6 +64,8 @@ class CaseMessageHandler:
 
     def __init__(self, service: CaseService) -> None:
         self._service = service
+        # Destinations each stored message queued for, woken once its transaction commits.
+        self._wakes: dict[str, set[str]] = {}
 
     def validate(self, body: Mapping[str, Any]) -> None:
         at = body.get("at")
@@ -105,9 +107,14 @@ class CaseMessageHandler:
                                      detail={"refused": exc.detail})
                 log.warning("case %s: held seq %d refused: %s", msg.case_id, seq, exc.detail)
             await repo.set_last_applied(conn, msg.case_id, msg.iss, seq)
+        if tx.wake:
+            self._wakes[message.jti] = tx.wake
 
     async def after_commit(self, message: InboundMessage) -> None:
-        self._service._notify(None)
+        for dest in self._wakes.pop(message.jti, ()):
+            self._service._notify(dest)
+        if self._service.local is not None:
+            self._service.local.wake()
 
 
 async def apply_case_message(service: CaseService, tx: Tx, msg: CaseMessage) -> None:

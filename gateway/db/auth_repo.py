@@ -111,11 +111,20 @@ class AuthRepo:
         return int(result.rowcount)
 
     async def secret(self, name: str, make: str) -> str:
-        """The stored secret `name`, storing `make` first if there is none yet."""
-        async with self._engine.begin() as conn:
-            value = (await conn.execute(select(gateway_secrets.c.value)
-                                        .where(gateway_secrets.c.name == name))).scalar()
-            if value is None:
+        """The stored secret `name`, storing `make` first if there is none yet.
+
+        Two processes of one member starting at once may both try to store theirs: the loser
+        reads the winner's, so every process of a member uses the same secret.
+        """
+        query = select(gateway_secrets.c.value).where(gateway_secrets.c.name == name)
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+        if value is not None:
+            return str(value)
+        try:
+            async with self._engine.begin() as conn:
                 await conn.execute(insert(gateway_secrets).values(name=name, value=make))
-                return make
-        return str(value)
+            return make
+        except IntegrityError:
+            async with self._engine.connect() as conn:
+                return str((await conn.execute(query)).scalar_one())
