@@ -78,7 +78,7 @@ class TokenExchange:
         try:
             return await self._exchange(token, scope or [])
         except OAuthError as exc:
-            log.info("sso token refused: %s (%s)", exc.error, exc.description)
+            log.info("sign-on refused: %s (%s)", exc.error, exc.description)
             raise
 
     def _check_scope(self, scope: list[str], loa: str) -> None:
