@@ -151,6 +151,10 @@ class CasesSection(_Section):
     catalog: Path | None = None
 
 
+class LoggingSection(_Section):
+    format: Literal["text", "json"] = "text"
+
+
 class AdapterSection(_Section):
     """The handling authority's own case system, reached through a region adapter."""
 
@@ -199,6 +203,7 @@ class GatewayConfig(_Section):
     cases: CasesSection = CasesSection()
     sso: SsoSection = SsoSection()
     adapter: AdapterSection = AdapterSection()
+    logging: LoggingSection = LoggingSection()
     operator: OperatorSection | None = None
     peers: dict[MemberId, PeerSection] = {}
 

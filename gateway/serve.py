@@ -6,9 +6,11 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.logs import configure as configure_logs
 
 
-def serve(config: GatewayConfig) -> None:
+def serve(config: GatewayConfig, *, verbose: bool = False) -> None:
+    configure_logs(config.logging.format, verbose=verbose)
     app = create_app(config)
     web.run_app(app, host=config.server.host, port=config.server.port,
                 shutdown_timeout=config.server.shutdown_timeout, access_log=None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.cli import commands
 from gateway.config import GatewayConfig, load_config
-from gateway.http.problems import RequestIdFilter
+from gateway.logs import configure as configure_logs
 from registry.document import Status
 from trust.errors import TongbanError
 
@@ -197,7 +196,7 @@ def dispatch(args: argparse.Namespace) -> None:
     if verb == "serve":
         from gateway.serve import serve
 
-        serve(_load(args.config))
+        serve(_load(args.config), verbose=args.verbose)
     elif verb == "demo":
         from gateway.demo import run_demo
 
@@ -275,12 +274,7 @@ def dispatch(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        handlers=[handler])
+    configure_logs("text", verbose=args.verbose)
     try:
         dispatch(args)
     except TongbanError as exc:

@@ -1,0 +1,39 @@
+"""Log lines for people (text) or for a log pipeline (one JSON object per line).
+
+Either way every line carries the request id, the `instance` of any problem answer, so an
+operator can go from a caller's error to the log. Nothing here decides what is logged: the
+code never logs tokens, keys, passwords or ID numbers in the first place.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+
+from gateway.http.problems import RequestIdFilter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure(fmt: str, *, verbose: bool = False) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
+                        force=True)
