@@ -72,7 +72,8 @@ async def add_clerks(node: Node) -> None:
     # A cheaper scrypt cost than production keeps the suite fast; verification reads the
     # cost from the stored hash, so the login path is the real one.
     hashed = hash_password(PASSWORD, n=2**14)
-    for username, role in (("window", "window"), ("officer", "handler")):
+    for username, role in (("window", "window"), ("officer", "handler"), ("admin", "admin"),
+                           ("auditor", "auditor")):
         assert await repo.add_clerk(username=username, name=f"{role} clerk", role=role,
                                     password_hash=hashed, now=node.clock())
 

@@ -63,6 +63,14 @@ ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
     ("GET", "/api/v1/openapi.json", "POST", "/api/v1/openapi.json", 405, "method-not-allowed"),
     ("POST", "/adapters/v1/events", "POST", "/adapters/v1/events", 404, "not-found"),
     ("GET", "/metrics", "POST", "/metrics", 405, "method-not-allowed"),
+    ("GET", "/admin/v1/outbox", "GET", "/admin/v1/outbox", 401, "unauthenticated"),
+    ("POST", "/admin/v1/outbox/{row_id}/retry", "POST", "/admin/v1/outbox/1/retry", 401,
+     "unauthenticated"),
+    ("POST", "/admin/v1/outbox/retry-dead", "POST", "/admin/v1/outbox/retry-dead", 401,
+     "unauthenticated"),
+    ("GET", "/admin/v1/local-calls", "GET", "/admin/v1/local-calls", 401, "unauthenticated"),
+    ("POST", "/admin/v1/local-calls/retry-dead", "POST", "/admin/v1/local-calls/retry-dead",
+     401, "unauthenticated"),
     ("GET", "/readyz", "POST", "/readyz", 405, "method-not-allowed"),
     # Single sign-on answers its own refusals as RFC 6749 errors (tests/test_sso.py); the
     # portal answers with pages. Both still answer a wrong method as a problem.

@@ -20,7 +20,9 @@ from trust import credentials
 from trust.clock import Clock
 from trust.errors import ErrorCode, TongbanError
 
-ROLES = ("window", "handler", "supervisor")
+# window: receiving window; handler: handling officer; admin: the member admin (outbox, dead
+# letters); auditor: reads only; supervisor: reserved for the admin console.
+ROLES = ("window", "handler", "admin", "auditor", "supervisor")
 
 
 class Unauthenticated(TongbanError):

@@ -131,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("add", help="create a clerk account")
     _config_arg(q)
     q.add_argument("username")
-    q.add_argument("--role", required=True, choices=["window", "handler", "supervisor"],
-                   help="window (receiving), handler (handling authority) or supervisor")
+    q.add_argument("--role", required=True,
+                   choices=["window", "handler", "admin", "auditor", "supervisor"],
+                   help="window (receiving), handler (handling authority), admin (member "
+                        "admin), auditor (read only) or supervisor")
     q.add_argument("--name", default="", help="display name")
     q.add_argument("--password-env", default=None,
                    help="environment variable holding the password (default: ask)")
