@@ -81,15 +81,16 @@ class CaseRepo:
     async def add_event(self, conn: AsyncConnection, case_id: str, *, event: str,
                         from_state: CaseState | None, to_state: CaseState | None, actor: str,
                         at: float, jti: str | None, detail: dict[str, Any]) -> CaseEvent:
-        n = int((await conn.execute(
-            select(func.coalesce(func.max(case_events.c.n), 0))
-            .where(case_events.c.case_id == case_id))).scalar_one()) + 1
-        await conn.execute(insert(case_events).values(
-            case_id=case_id, n=n, event=event,
+        # One statement: the next number is computed in the INSERT (callers hold the case row,
+        # so numbers of one case never race).
+        next_n = (select(func.coalesce(func.max(case_events.c.n), 0) + 1)
+                  .where(case_events.c.case_id == case_id).scalar_subquery())
+        n = (await conn.execute(insert(case_events).values(
+            case_id=case_id, n=next_n, event=event,
             from_state=from_state.value if from_state else None,
             to_state=to_state.value if to_state else None, actor=actor, at=at, jti=jti,
-            detail=_dumps(detail)))
-        return CaseEvent(n, event, from_state, to_state, actor, at, jti, detail)
+            detail=_dumps(detail)).returning(case_events.c.n))).scalar_one()
+        return CaseEvent(int(n), event, from_state, to_state, actor, at, jti, detail)
 
     async def events(self, conn: AsyncConnection, case_id: str) -> list[CaseEvent]:
         rows = (await conn.execute(select(case_events).where(case_events.c.case_id == case_id)
