@@ -92,7 +92,7 @@ class CaseMessageHandler:
             return
         tx = Tx(conn)
         await apply_case_message(self._service, tx, msg)
-        await repo.set_last_applied(conn, msg.case_id, msg.iss, msg.seq)
+        await repo.set_last_applied(conn, msg.case_id, msg.iss, msg.seq, first=last == 0)
         seq = msg.seq
         while (held := await repo.take_held(conn, msg.case_id, msg.iss, seq + 1)) is not None:
             seq += 1
@@ -285,8 +285,7 @@ async def _receive_submission(service: CaseService, tx: Tx, msg: CaseMessage) ->
                                      actor=msg.iss, at=float(at),
                                      jti=None,
                                      detail=dict(step.get("detail") or {}))
-        case_ = replace(case_, state=transition.target)
-    await service.repo.save(tx.conn, case_)
+        case_ = replace(case_, state=transition.target)  # written by the _move below
     target = S.FORWARDED if case_.state is S.FORMALLY_CHECKED else S.SUBMITTED
     case_ = await service._move(tx, case_, "case.submit", target, owner=Side.RECEIVER,
                                 actor=msg.iss, body=body, send=False, at=float(body["at"]),

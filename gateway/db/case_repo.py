@@ -134,7 +134,12 @@ class CaseRepo:
         return int(value or 0)
 
     async def set_last_applied(self, conn: AsyncConnection, case_id: str, iss: str,
-                               seq: int) -> None:
+                               seq: int, *, first: bool = False) -> None:
+        """`first`: the caller saw no record yet (last applied 0), so one INSERT does."""
+        if first:
+            await conn.execute(insert(case_inbound).values(case_id=case_id, iss=iss,
+                                                           last_applied=seq))
+            return
         result = await conn.execute(update(case_inbound).where(and_(
             case_inbound.c.case_id == case_id, case_inbound.c.iss == iss))
             .values(last_applied=seq))
