@@ -31,9 +31,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def configure(fmt: str, *, verbose: bool = False) -> None:
+def configure(fmt: str, *, verbose: bool = False, replace: bool = False) -> None:
+    """`replace`: drop handlers set up before (the CLI's text handler, when `serve` switches to
+    the configured format)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
-                        force=True)
+                        force=replace)
+    # Migrations narrate every step at INFO; a command's output should not drown in it.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -10,7 +10,7 @@ from gateway.logs import configure as configure_logs
 
 
 def serve(config: GatewayConfig, *, verbose: bool = False) -> None:
-    configure_logs(config.logging.format, verbose=verbose)
+    configure_logs(config.logging.format, verbose=verbose, replace=True)
     app = create_app(config)
     web.run_app(app, host=config.server.host, port=config.server.port,
                 shutdown_timeout=config.server.shutdown_timeout, access_log=None,

@@ -15,7 +15,7 @@ def test_json_lines_with_request_id(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
-        configure("json")
+        configure("json", replace=True)
         token = CURRENT_REQUEST_ID.set("3f1c-test-request")
         try:
             logging.getLogger("gateway.test").info("case %s accepted", "CN-440403:x")
