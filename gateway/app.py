@@ -49,7 +49,7 @@ from gateway.federation.messages import SsoLogoutHandler as PlainSsoLogout
 from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
 from gateway.federation.registry_updates import RegistryUpdatedHandler
 from gateway.http import adapters as adapters_http
-from gateway.http import admin, api, blobs, federation, ops, portal, registry, sso
+from gateway.http import admin, api, blobs, console, federation, ops, portal, registry, sso
 from gateway.http.portal_settings import PortalSettings
 from gateway.http.problems import problem_middleware
 from gateway.keystore import KeyStore, Signer
@@ -210,6 +210,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
     app.add_routes(adapters_http.routes)
     app.add_routes(ops.routes)
     app.add_routes(admin.routes)
+    app.add_routes(console.routes)
     return app
 
 

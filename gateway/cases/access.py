@@ -21,8 +21,9 @@ from trust.clock import Clock
 from trust.errors import ErrorCode, TongbanError
 
 # window: receiving window; handler: handling officer; admin: the member admin (outbox, dead
-# letters); auditor: reads only; supervisor: reserved for the admin console.
-ROLES = ("window", "handler", "admin", "auditor", "supervisor")
+# letters, keys); auditor: reads only; alliance-admin: suspends and reinstates members, on the
+# operator's gateway only (see gateway.console); supervisor: reserved.
+ROLES = ("window", "handler", "admin", "auditor", "alliance-admin", "supervisor")
 
 
 class Unauthenticated(TongbanError):

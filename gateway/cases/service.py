@@ -172,6 +172,14 @@ class CaseService:
         async with self._engine.connect() as conn:
             return await self.repo.list_cases(conn, **filters)
 
+    async def count_by_state(self) -> dict[str, int]:
+        async with self._engine.connect() as conn:
+            return await self.repo.count_by_state(conn)
+
+    async def volume_since(self, since: float) -> list[tuple[float, str, str]]:
+        async with self._engine.connect() as conn:
+            return await self.repo.volume_since(conn, since)
+
     # --- the one place a case changes state --------------------------------------------
     async def _move(self, tx: Tx, case_: Case, event: str, target: CaseState, *,
                     owner: Side, actor: str, body: Mapping[str, Any] | None = None,

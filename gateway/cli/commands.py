@@ -418,6 +418,9 @@ async def add_clerk(config: GatewayConfig, *, username: str, name: str, role: st
         raise AllianceError("username: 2-64 letters, digits, '.', '_' or '-'")
     if role not in ROLES:
         raise AllianceError(f"--role must be one of {', '.join(ROLES)}")
+    if role == "alliance-admin" and not config.is_operator:
+        raise AllianceError("--role alliance-admin is only for the alliance operator's gateway "
+                            "(its config has an [operator] section)")
     if len(password) < 12:
         raise AllianceError("the password must be at least 12 characters")
     engine = make_engine(config.database.url)

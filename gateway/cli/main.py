@@ -132,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(q)
     q.add_argument("username")
     q.add_argument("--role", required=True,
-                   choices=["window", "handler", "admin", "auditor", "supervisor"],
+                   choices=["window", "handler", "admin", "auditor", "alliance-admin",
+                            "supervisor"],
                    help="window (receiving), handler (handling authority), admin (member "
-                        "admin), auditor (read only) or supervisor")
+                        "admin), auditor (read only), alliance-admin (suspends members; "
+                        "operator only) or supervisor")
     q.add_argument("--name", default="", help="display name")
     q.add_argument("--password-env", default=None,
                    help="environment variable holding the password (default: ask)")

@@ -122,6 +122,16 @@ class CaseRepo:
         rows = (await conn.execute(query.order_by(*order).limit(limit))).all()
         return [_case(r) for r in rows]
 
+    async def volume_since(self, conn: AsyncConnection,
+                           since: float) -> list[tuple[float, str, str]]:
+        """(created_at, mode, receiving member) of every top-level case created since then,
+        for the console's daily volume chart."""
+        rows = (await conn.execute(
+            select(cases.c.created_at, cases.c.mode, cases.c.receiver)
+            .where((cases.c.created_at >= since) & cases.c.parent_id.is_(None))
+            .order_by(cases.c.created_at))).all()
+        return [(float(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     async def count_by_state(self, conn: AsyncConnection) -> dict[str, int]:
         rows = (await conn.execute(select(cases.c.state, func.count())
                                    .group_by(cases.c.state))).all()

@@ -49,7 +49,7 @@ def _templates() -> jinja2.Environment:
                               autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def _page(request: web.Request, template: str, *, status: int = 200,
+def render_page(request: web.Request, template: str, *, status: int = 200,
           form_targets: str = "", **values: Any) -> web.Response:
     settings = request.app[K.PORTAL]
     nonce = secrets.token_urlsafe(12)
@@ -67,7 +67,7 @@ def _page(request: web.Request, template: str, *, status: int = 200,
     return response
 
 
-def _csrf(request: web.Request, token: str) -> str:
+def csrf_token(request: web.Request, token: str) -> str:
     key = request.app[K.PORTAL].csrf_secret
     return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:32]
 
@@ -97,11 +97,11 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, token: str) 
                         secure=request.app[K.PORTAL].secure_cookie)
 
 
-async def _form(request: web.Request, token: str | None) -> dict[str, str]:
+async def read_form(request: web.Request, token: str | None) -> dict[str, str]:
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     if token is not None and not hmac.compare_digest(fields.get("csrf", ""),
-                                                     _csrf(request, token)):
+                                                     csrf_token(request, token)):
         raise web.HTTPForbidden(reason="the form expired; reload the page")
     return fields
 
@@ -127,7 +127,7 @@ async def stylesheet(request: web.Request) -> web.Response:
 async def home(request: web.Request) -> web.Response:
     current = await _session(request)
     if current is None:
-        return _page(request, "login.html", title="登录")
+        return render_page(request, "login.html", title="登录")
     token, session = current
     service = request.app[K.CASES]
     snapshot = request.app[K.HOLDER].require_fresh()
@@ -153,8 +153,8 @@ async def home(request: web.Request) -> web.Response:
     else:
         found = snapshot.member(home_member)
         via = found.name if found else home_member
-    return _page(request, "home.html", title="首页", person=_person(session),
-                 loa=session.loa, via=via, csrf=_csrf(request, token),
+    return render_page(request, "home.html", title="首页", person=_person(session),
+                 loa=session.loa, via=via, csrf=csrf_token(request, token),
                  local_items=online_items(me), partners=partners)
 
 
@@ -162,12 +162,12 @@ async def home(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     if not request.app[K.CONFIG].sso.local_login:
         raise web.HTTPNotFound()
-    fields = await _form(request, None)
+    fields = await read_form(request, None)
     try:
         token, _ = await request.app[K.SSO_HOME].login_local(fields.get("id_number", ""),
                                                              fields.get("password", ""))
     except TongbanError:
-        return _page(request, "login.html", title="登录", status=401,
+        return render_page(request, "login.html", title="登录", status=401,
                      error="身份证号或密码不正确")
     response = _redirect("/portal/")
     _set_cookie(request, response, token)
@@ -178,7 +178,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     current = await _session(request)
     if current is not None:
-        await _form(request, current[0])
+        await read_form(request, current[0])
         await request.app[K.SSO_HOME].logout(current[0])
     response = _redirect("/portal/")
     response.del_cookie(request.app[K.PORTAL].cookie_name, path="/")
@@ -189,14 +189,14 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def go(request: web.Request) -> web.Response:
     """Hand the signed-in applicant to a partner member, landing on one of its items."""
     current = await _signed_in(request)
-    fields = await _form(request, current[0])
+    fields = await read_form(request, current[0])
     target, item = fields.get("target", ""), fields.get("item", "")
     snapshot = request.app[K.HOLDER].require_fresh()
     member = snapshot.member(target)
     if member is None or request.app[K.CASES].catalog.get(item) is None:
         raise TongbanError("unknown member or item", code=ErrorCode.INVALID_BODY)
     token = await request.app[K.SSO_HOME].handoff(current[1], target)
-    return _page(request, "handoff.html", title="跨城办理", target_name=member.name,
+    return render_page(request, "handoff.html", title="跨城办理", target_name=member.name,
                  action=f"{member.endpoint}/portal/sso", token=token,
                  next=f"/portal/apply/{item}", form_targets=member.endpoint)
 
@@ -210,7 +210,7 @@ async def arrive(request: web.Request) -> web.StreamResponse:
     next_path = target if isinstance(target, str) and target.startswith("/portal/") and \
         "//" not in target else "/portal/"
     if not isinstance(token, str) or not token:
-        return _page(request, "login.html", title="登录", status=400,
+        return render_page(request, "login.html", title="登录", status=400,
                      error="缺少登录凭证，请从您所在城市的门户重新进入")
     # The item the applicant came for: a sign-on below its assurance level stops here.
     scope = [next_path.removeprefix("/portal/apply/")] \
@@ -218,7 +218,7 @@ async def arrive(request: web.Request) -> web.StreamResponse:
     try:
         result = await request.app[K.SSO_EXCHANGE].exchange(token, scope=scope)
     except OAuthError as exc:
-        return _page(request, "login.html", title="登录", status=exc.status,
+        return render_page(request, "login.html", title="登录", status=exc.status,
                      error=f"免登录失败（{exc.error}）：{exc.description}")
     response = _redirect(next_path)
     _set_cookie(request, response, result.access_token)
@@ -236,15 +236,15 @@ async def apply_form(request: web.Request) -> web.Response:
     item = request.app[K.CASES].catalog.get(request.match_info["code"])
     if item is None:
         raise web.HTTPNotFound()
-    return _page(request, "apply.html", title="在线申请", item=item, person=_person(session),
-                 masked_id=mask_id(session.idn or ""), csrf=_csrf(request, token))
+    return render_page(request, "apply.html", title="在线申请", item=item, person=_person(session),
+                 masked_id=mask_id(session.idn or ""), csrf=csrf_token(request, token))
 
 
 @routes.post("/portal/apply/{code}")
 async def apply(request: web.Request) -> web.StreamResponse:
     token, session = await _signed_in(request)
     form = await request.post()
-    if not hmac.compare_digest(str(form.get("csrf", "")), _csrf(request, token)):
+    if not hmac.compare_digest(str(form.get("csrf", "")), csrf_token(request, token)):
         raise web.HTTPForbidden(reason="the form expired; reload the page")
     service = request.app[K.CASES]
     item = service.catalog.get(request.match_info["code"])
@@ -265,9 +265,9 @@ async def apply(request: web.Request) -> web.StreamResponse:
     try:
         case_, _ = await service.submit(_actor(session), application)
     except TongbanError as exc:
-        return _page(request, "apply.html", title="在线申请", item=item, status=422,
+        return render_page(request, "apply.html", title="在线申请", item=item, status=422,
                      person=_person(session), masked_id=mask_id(session.idn),
-                     csrf=_csrf(request, token), error=f"未能提交：{exc.detail}")
+                     csrf=csrf_token(request, token), error=f"未能提交：{exc.detail}")
     raise web.HTTPSeeOther(f"/portal/cases/{case_.case_id}")
 
 
@@ -282,7 +282,7 @@ async def my_cases(request: web.Request) -> web.Response:
         state = c.state.value if c.state else "pending"
         rows.append({"case_id": c.case_id, "item_name": item.name if item else c.kind,
                      "state_name": STATE_NAMES.get(state, state)})
-    return _page(request, "cases.html", title="我的办件", cases=rows)
+    return render_page(request, "cases.html", title="我的办件", cases=rows)
 
 
 @routes.get("/portal/cases/{case_id}")
@@ -309,7 +309,7 @@ async def case_page(request: web.Request) -> web.Response:
     view = {"case_id": case_.case_id, "state": state, "decision_due": case_.decision_due,
             "supplement": case_.data.get("supplement") if state == "supplement_required"
             else None}
-    return _page(request, "case.html", title="办件进度", refresh=3, case=view,
+    return render_page(request, "case.html", title="办件进度", refresh=3, case=view,
                  state_name=STATE_NAMES.get(state, state),
                  item_name=item.name if item else case_.kind,
                  handler_name=handler.name if handler else case_.handler, history=history)

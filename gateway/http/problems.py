@@ -20,7 +20,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id",
                                                                          default="-")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-_HTTP_CODES = {400: ErrorCode.MALFORMED, 404: ErrorCode.NOT_FOUND,
+_HTTP_CODES = {400: ErrorCode.MALFORMED, 403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND,
                405: ErrorCode.METHOD_NOT_ALLOWED, 413: ErrorCode.TOO_LARGE,
                415: ErrorCode.UNSUPPORTED_MEDIA_TYPE}
 
