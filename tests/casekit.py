@@ -78,6 +78,13 @@ async def add_clerks(node: Node) -> None:
                                     password_hash=hashed, now=node.clock())
 
 
+async def add_clerk_with_role(node: Node, username: str, role: str) -> None:
+    """One more clerk, straight into the repository (the CLI's checks are tested apart)."""
+    assert await AuthRepo(node.engine).add_clerk(
+        username=username, name=username, role=role,
+        password_hash=hash_password(PASSWORD, n=2**14), now=node.clock())
+
+
 class ApiError(AssertionError):
     pass
 

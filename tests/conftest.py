@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+from browserkit import ensure_chromium
 
 PG_ADMIN_URL = os.environ.get("TONGBAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgresql")
@@ -68,3 +69,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """One client session per test, as a portal or a clerk's browser would hold."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The browser tests' Chromium (installed with apt on first use)."""
+    return ensure_chromium()

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from casekit import ONLINE_ITEM, PASSWORD, Api, applicant, case_federation, materials
+from casekit import (
+    ONLINE_ITEM,
+    PASSWORD,
+    Api,
+    add_clerk_with_role,
+    applicant,
+    case_federation,
+    materials,
+)
 from fedkit import DOUMEN, OPERATOR_ID, TAOYUAN, DbFactory, Federation, Node, new_case, wait_for
 
 from gateway import appkeys as K
@@ -25,11 +33,9 @@ from gateway.alliance import AllianceError
 from gateway.cases.model import Applicant, Case
 from gateway.cases.states import CaseState, Side
 from gateway.cli.commands import add_clerk
-from gateway.db.auth_repo import AuthRepo
 from gateway.db.repos import OutboxState
 from registry.document import Item, Mode, Status
 from registry.validation import mask_id
-from trust.credentials import hash_password
 
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -38,18 +44,10 @@ CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 async def fed(tmp_path: Path, db_factory: DbFactory) -> AsyncIterator[Federation]:
     federation = await case_federation(tmp_path, db_factory, (DOUMEN, TAOYUAN))
     try:
-        await add_role(federation.operator, "alliance", console.ALLIANCE_ADMIN)
+        await add_clerk_with_role(federation.operator, "alliance", console.ALLIANCE_ADMIN)
         yield federation
     finally:
         await federation.close()
-
-
-async def add_role(node: Node, username: str, role: str) -> None:
-    # Straight into the repository: the CLI's refusal of alliance-admin off the operator is
-    # tested on its own below.
-    assert await AuthRepo(node.engine).add_clerk(
-        username=username, name=username, role=role,
-        password_hash=hash_password(PASSWORD, n=2**14), now=node.clock())
 
 
 @dataclass
@@ -193,7 +191,8 @@ async def test_alliance_admin_only_on_the_operator(fed: Federation) -> None:
     with pytest.raises(AllianceError, match="only for the alliance operator"):
         await add_clerk(doumen.config, username="ally", name="", role=console.ALLIANCE_ADMIN,
                         password=PASSWORD)
-    await add_role(doumen, "ally", console.ALLIANCE_ADMIN)  # as if the CLI had been bypassed
+    # As if the CLI had been bypassed:
+    await add_clerk_with_role(doumen, "ally", console.ALLIANCE_ADMIN)
     stray, admin = Browser.open(doumen), Browser.open(doumen)
     try:
         assert await stray.login("ally") == 403

@@ -3,21 +3,19 @@
 Log in at Taoyuan's portal, pick a Doumen item, land on Doumen's portal already signed in,
 apply, and watch the case move when Doumen's officer accepts it. On a phone-sized screen.
 
-Playwright cannot download its browsers here; the test uses Debian's `chromium` and installs it
-with apt when it is missing, so the README's test command needs nothing else.
+Chromium: the `chromium` fixture of conftest.py (tests/browserkit.py).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from browserkit import CHROMIUM_ARGS
 from casekit import ONLINE_ITEM, Api, case_federation, make_id, state
 from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, wait_for
 from playwright.async_api import async_playwright, expect
@@ -25,27 +23,8 @@ from playwright.async_api import async_playwright, expect
 from gateway import appkeys as K
 from gateway.sso.accounts import add_local_account
 
-CHROMIUM = "/usr/bin/chromium"
 WORKER_ID = make_id("430725", "19880412", "135")
 PASSWORD = "taoyuan-2026-worker"
-# As the machine's own check starts it: no background traffic to a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    if shutil.which(CHROMIUM) is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False,
-                       capture_output=True, timeout=600)
-        if shutil.which(CHROMIUM) is None:
-            subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True,
-                           timeout=600)
-            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True,
-                           capture_output=True, timeout=600)
-    assert shutil.which(CHROMIUM) is not None, "Debian's chromium could not be installed"
-    return CHROMIUM
 
 
 @pytest.fixture
