@@ -254,10 +254,10 @@ class ConsoleError(TongbanError):
     code = ErrorCode.INVALID_BODY
 
 
-async def versions(repo: RegistryRepo, anchor: TrustAnchor) -> list[VersionRow]:
-    """Every stored version, newest first; one that does not verify is listed with why."""
+async def versions(repo: RegistryRepo, anchor: TrustAnchor, limit: int = 30) -> list[VersionRow]:
+    """The newest stored versions first; one that does not verify is listed with why."""
     rows = []
-    for stored in reversed(await repo.all_versions()):
+    for stored in await repo.recent(limit):
         try:
             rows.append(version_row(verify_version(stored.jws, anchor)))
         except TongbanError as exc:

@@ -157,6 +157,9 @@ async def test_roles_and_csrf(fed: Federation) -> None:
         await wait_for(taoyuan_knows, what="the suspension to reach Taoyuan")
         _, page = await alliance_admin.get("/admin/members")
         assert f"恢复 {DOUMEN}" in page
+        # Only the fixed notices are shown: a crafted link cannot put words on the page.
+        _, page = await alliance_admin.get("/admin/members?done=call-0123-now")
+        assert "call-0123-now" not in page and 'role="status"' not in page
         # The operator cannot suspend itself; revocation stays with the CLI.
         assert problem(*await alliance_admin.post(f"/admin/members/{OPERATOR_ID}/status",
                                                   {"status": "suspended"}))[0] == 400

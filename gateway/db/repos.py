@@ -57,6 +57,16 @@ class RegistryRepo:
             )).all()
         return [StoredVersion(r.version, r.jws, r.digest) for r in rows]
 
+    async def recent(self, limit: int) -> list[StoredVersion]:
+        """The newest versions first (a registry of 2,800 members is large; never all)."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(
+                select(registry_versions.c.version, registry_versions.c.jws,
+                       registry_versions.c.digest)
+                .order_by(registry_versions.c.version.desc()).limit(limit)
+            )).all()
+        return [StoredVersion(r.version, r.jws, r.digest) for r in rows]
+
     async def get(self, version: int) -> StoredVersion | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(

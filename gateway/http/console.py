@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import re
 from importlib import resources
 from typing import Any
 
@@ -98,10 +99,19 @@ def _page(request: web.Request, template: str, clerk: Clerk | None, title: str, 
                        operator=_operator(request), **values)
 
 
+NOTICE_RE = re.compile(r"^(v[0-9]{1,9}|rotated|retired|requeued)$")
+
+
 def _back(location: str, notice: str | None = None) -> web.Response:
     # The notice travels in the query string: short, fixed texts only, never personal data.
     target = location if notice is None else f"{location}?done={notice}"
     return web.Response(status=303, headers={"Location": target})
+
+
+def _notice(request: web.Request) -> str | None:
+    """Only the notices `_back` sends: a crafted link must not put words on the page."""
+    done = request.query.get("done", "")
+    return done if NOTICE_RE.match(done) else None
 
 
 @routes.get("/admin/static/console.css")
@@ -176,7 +186,7 @@ async def members(request: web.Request) -> web.Response:
     snapshot = request.app[K.HOLDER].require_fresh()
     return _page(request, "members.html", clerk, "成员", members=list(snapshot.members()),
                  version=snapshot.version, me=request.app[K.CONFIG].member_id,
-                 done=request.query.get("done"))
+                 done=_notice(request))
 
 
 @routes.post("/admin/members/{member_id}/status")
@@ -234,7 +244,7 @@ def _keys_view(request: web.Request) -> list[console.KeyRow]:
 async def keys(request: web.Request) -> web.Response:
     clerk = await _viewer(request)
     return _page(request, "keys.html", clerk, "签名密钥", keys=_keys_view(request),
-                 done=request.query.get("done"))
+                 done=_notice(request))
 
 
 @routes.post("/admin/keys/rotate")
@@ -281,7 +291,7 @@ async def outbox(request: web.Request) -> web.Response:
     entries = await request.app[K.OUTBOX_REPO].list_entries(state=state, limit=200)
     calls = await LocalRepo(request.app[K.ENGINE]).list_calls("dead")
     return _page(request, "outbox.html", clerk, "发件箱与死信", entries=entries, state=state,
-                 calls=calls, when=console.when, done=request.query.get("done"))
+                 calls=calls, when=console.when, done=_notice(request))
 
 
 @routes.post("/admin/outbox/{row_id}/retry")
