@@ -70,6 +70,7 @@ class FieldSpec(_Strict):
     each: dict[str, FieldSpec] | None = None  # a list: how each element is built
     encode: Literal["value", "json"] = Field(default="value", alias="as")
     required: bool = False
+    default: str | None = None  # used when our record lacks `from` (before the code table)
 
     @model_validator(mode="before")
     @classmethod
@@ -126,6 +127,9 @@ class Events(_Strict):
     event_id: str  # paths inside one event
     case_id: str
     state: str
+    # Path to the state the case left, when the local system gives it: a state key may then be
+    # "FROM>TO", for a state reached by two different steps (a resumed review is 审查中 again).
+    previous: str | None = None
     ignore: tuple[str, ...] = ()  # local states that are not the authority's doing
     states: dict[str, StateRule]
 
@@ -134,6 +138,10 @@ class Events(_Strict):
         both = sorted(set(self.ignore) & set(self.states))
         if both:
             raise ValueError(f"states both ignored and mapped: {', '.join(both)}")
+        pairs = sorted(k for k in self.states if ">" in k)
+        if pairs and self.previous is None:
+            raise ValueError(f"state {pairs[0]!r} names a previous state, but `previous` (where "
+                             "an event gives it) is not set")
         return self
 
 

@@ -39,6 +39,8 @@ def build(fields: Mapping[str, FieldSpec], record: Mapping[str, Any],
 def _outbound_value(local: str, spec: FieldSpec, record: Mapping[str, Any],
                     mapping: RegionMapping) -> Any:
     value = spec.value if spec.source is None else lookup_ours(record, spec.source)
+    if (value is None or value is MISSING) and spec.default is not None:
+        value = spec.default
     if value is None or value is MISSING:
         if spec.required:
             raise _bad(f"the local field {local} needs {spec.source}, which this case lacks")
@@ -86,6 +88,8 @@ def lookup(doc: Any, path: str, *, many: bool = False, lenient: bool = False) ->
     for part in path.split("."):
         if lenient and isinstance(value, list) and len(value) == 1:
             value = value[0]
+        if lenient and value == "":  # an empty XML element: an empty list, or nothing
+            return [] if many else MISSING
         if not isinstance(value, dict) or part not in value:
             return MISSING
         value = value[part]
@@ -139,7 +143,13 @@ def event_from(item: Any, mapping: RegionMapping, *, lenient: bool = False
     state = scalar(item, spec.state, what="state", lenient=lenient)
     if state in spec.ignore:
         return None
-    rule = spec.states.get(state)
+    rule = None
+    if spec.previous is not None:
+        before = lookup(item, spec.previous, lenient=lenient)
+        if isinstance(before, str | int) and not isinstance(before, bool):
+            rule = spec.states.get(f"{before}>{state}")
+    if rule is None:
+        rule = spec.states.get(state)
     if rule is None:
         raise _bad(f"event {event_id}: unknown local state {state!r}")
     flat: dict[str, Any] = {}

@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 # Ways to make the system misbehave on purpose, for the contract kit and demos (--admin only).
 FAULT_KINDS = ("unavailable", "slow", "lost_answer", "garbage", "oversized", "xml_bomb",
-               "missing_field", "unknown_state")
+               "external_entity", "missing_field", "unknown_state")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS shijian (
     bjbh TEXT NOT NULL,
     wbbh TEXT NOT NULL,
     zt TEXT NOT NULL,
+    yzt TEXT NOT NULL,
     at REAL NOT NULL,
     detail TEXT NOT NULL
 );
@@ -120,6 +121,7 @@ class Event:
     bjbh: str
     wbbh: str
     zt: str
+    yzt: str  # 原状态: the state the case left ("" for a new case)
     at: float
     detail: dict[str, Any]
 
@@ -195,7 +197,7 @@ class Store:
                  new.sjsj, now, now))
             bjbh = f"{self._prefix}{cur.lastrowid:08d}"
             db.execute("UPDATE banjian SET bjbh = ? WHERE id = ?", (bjbh, cur.lastrowid))
-            self._log(db, bjbh, new.wbbh, "DSL", {}, now)
+            self._log(db, bjbh, new.wbbh, "", "DSL", {}, now)
             row = db.execute("SELECT * FROM banjian WHERE bjbh = ?", (bjbh,)).fetchone()
         return _case(row), True
 
@@ -214,7 +216,7 @@ class Store:
             db.execute("UPDATE banjian SET cl = ?, zt = 'DSL', updated = ? WHERE bjbh = ?",
                        (_dump([m.to_json() for m in merged.values()]), now, bjbh))
             if case.zt == "DBZ":
-                self._log(db, bjbh, wbbh, "DSL", {"bzcl": [m.mc for m in materials]}, now)
+                self._log(db, bjbh, wbbh, "DBZ", "DSL", {"bzcl": [m.mc for m in materials]}, now)
             return self._locked(db, bjbh, wbbh)
 
     def withdraw(self, bjbh: str, wbbh: str, reason: str) -> Case:
@@ -226,7 +228,7 @@ class Store:
             if case.zt not in WITHDRAWABLE:
                 raise Conflict(f"办件 {bjbh} 状态为 {case.zt}，不能撤回")
             db.execute("UPDATE banjian SET zt = 'YCH', updated = ? WHERE bjbh = ?", (now, bjbh))
-            self._log(db, bjbh, wbbh, "YCH", {"yy": text(reason, "撤回原因")}, now)
+            self._log(db, bjbh, wbbh, case.zt, "YCH", {"yy": text(reason, "撤回原因")}, now)
             return self._locked(db, bjbh, wbbh)
 
     # --- from the clerk page ------------------------------------------------------------------
@@ -242,7 +244,7 @@ class Store:
             detail = _detail(action, form, case)
             db.execute("UPDATE banjian SET zt = ?, updated = ? WHERE bjbh = ?",
                        (step.target, now, bjbh))
-            self._log(db, bjbh, case.wbbh, step.target, detail, now)
+            self._log(db, bjbh, case.wbbh, case.zt, step.target, detail, now)
             return self._locked(db, bjbh, None)
 
     # --- reading ----------------------------------------------------------------------------
@@ -295,10 +297,10 @@ class Store:
         return case
 
     @staticmethod
-    def _log(db: sqlite3.Connection, bjbh: str, wbbh: str, zt: str, detail: Mapping[str, Any],
-             now: float) -> None:
-        db.execute("INSERT INTO shijian (bjbh, wbbh, zt, at, detail) VALUES (?, ?, ?, ?, ?)",
-                   (bjbh, wbbh, zt, now, _dump(dict(detail))))
+    def _log(db: sqlite3.Connection, bjbh: str, wbbh: str, yzt: str, zt: str,
+             detail: Mapping[str, Any], now: float) -> None:
+        db.execute("INSERT INTO shijian (bjbh, wbbh, zt, yzt, at, detail) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (bjbh, wbbh, zt, yzt, now, _dump(dict(detail))))
 
 
 def _detail(action: str, form: Mapping[str, str], case: Case) -> dict[str, Any]:
@@ -349,4 +351,4 @@ def _case(row: sqlite3.Row) -> Case:
 
 def _event(row: sqlite3.Row) -> Event:
     return Event(seq=row["seq"], bjbh=row["bjbh"], wbbh=row["wbbh"], zt=row["zt"],
-                 at=row["at"], detail=json.loads(row["detail"]))
+                 yzt=row["yzt"], at=row["at"], detail=json.loads(row["detail"]))
