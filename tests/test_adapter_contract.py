@@ -208,3 +208,34 @@ def test_soap_mapping_with_a_webhook_is_refused(tmp_path: Path) -> None:
         f.write('\n[webhook]\nsecret = "x"\n')
     with pytest.raises(ConfigProblem, match="takes no webhooks"):
         SoapAdapter.check_config({"mapping": "s.toml"}, base=tmp_path)
+
+
+def test_config_check_validates_the_region_mapping(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli.main import main
+
+    shutil.copy(EXAMPLES / "rest-reference.toml", tmp_path / "region.toml")
+    config = tmp_path / "tongban.toml"
+    base = ('[member]\nid = "CN-440403"\n[server]\nport = 18701\n'
+            '[registry]\nurl = "http://127.0.0.1:18700/registry/v1"\n'
+            '[adapter]\nname = "rest"\n[adapter.secrets]\napi_key = "TB_T_KEY"\n'
+            'webhook_secret = "TB_T_HOOK"\n[adapter.settings]\n')
+    monkeypatch.setenv("TB_T_KEY", "k")
+    monkeypatch.setenv("TB_T_HOOK", "h")
+
+    def check(settings: str) -> str:
+        config.write_text(base + settings, encoding="utf-8")
+        assert main(["config", "check", "-c", str(config)]) == 1
+        return capsys.readouterr().err
+
+    assert "adapter.settings.mapping: cannot read" in check('mapping = "nowhere.toml"\n')
+    (tmp_path / "bad.toml").write_text(
+        (tmp_path / "region.toml").read_text(encoding="utf-8").replace(
+            'action = "review"', 'action = "approve"'), encoding="utf-8")
+    assert "bad.toml: events.states.SCZ: action 'approve'" in check('mapping = "bad.toml"\n')
+    monkeypatch.delenv("TB_T_HOOK")
+    assert "adapter.secrets.webhook_secret" in check('mapping = "region.toml"\n')
+    monkeypatch.setenv("TB_T_HOOK", "h")
+    # A valid region passes on to the next check (this folder has no signing keys).
+    assert "adapter" not in check('mapping = "region.toml"\n')
