@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from adapters.base import AdapterError, ConfigProblem, LocalEvent, RegionAdapter
+from adapters.base import AdapterError, ConfigProblem, LocalCase, LocalEvent, RegionAdapter
 from adapters.reference.faults import EXTERNAL_ENTITY, XML_BOMB
 from adapters.rest import RestAdapter
 from adapters.soap import SoapAdapter
@@ -91,12 +91,13 @@ class SwallowingAdapter(RestAdapter):
 
 
 class ForgetfulAdapter(RestAdapter):
-    """Sends a new case number each time, so a retried submit makes a second local case."""
+    """Sends a new external number each time, so a retried submit makes a second local case."""
 
-    async def submit(self, case: Any) -> str:
-        from dataclasses import replace
-        return await super().submit(replace(case, case_id=case.case_id + "-" +
-                                            str(id(object()))[-4:]))
+    sent = 0
+
+    async def submit(self, case: LocalCase) -> str:
+        self.sent += 1
+        return await super().submit(replace(case, case_id=f"{case.case_id}-{self.sent}"))
 
 
 async def test_the_kit_catches_an_adapter_that_swallows_errors(
@@ -239,3 +240,18 @@ def test_config_check_validates_the_region_mapping(tmp_path: Path,
     monkeypatch.setenv("TB_T_HOOK", "h")
     # A valid region passes on to the next check (this folder has no signing keys).
     assert "adapter" not in check('mapping = "region.toml"\n')
+
+
+async def test_a_slow_local_system_times_out_as_transient(
+        open_reference: ReferenceSystem, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    text = (EXAMPLES / "soap-reference.toml").read_text(encoding="utf-8")
+    fast = text.replace("timeout = 5.0", "timeout = 0.3").replace("attempts = 3", "attempts = 2")
+    (tmp_path / "fast.toml").write_text(fast, encoding="utf-8")
+    settings = {"mapping": "fast.toml", "base_url": open_reference.url}
+    adapter = SoapAdapter(settings, base=tmp_path, session=http, secrets={})
+    async with http.put(open_reference.url + "/admin/faults",
+                        json={"active": ["slow"], "slow_seconds": 1.0}) as resp:
+        assert resp.status == 200
+    with pytest.raises(AdapterError, match=r"no answer within 0\.3 s") as caught:
+        await adapter.poll(None)
+    assert caught.value.transient
