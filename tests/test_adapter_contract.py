@@ -255,3 +255,23 @@ async def test_a_slow_local_system_times_out_as_transient(
     with pytest.raises(AdapterError, match=r"no answer within 0\.3 s") as caught:
         await adapter.poll(None)
     assert caught.value.transient
+
+
+def test_the_kit_runs_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = subprocess.run([sys.executable, "-m", "adapters.testing", "soap",
+                           str(EXAMPLES / "soap-reference.toml")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("contract passed: soap")
+    text = (EXAMPLES / "soap-reference.toml").read_text(encoding="utf-8")
+    broken = text.replace('approved = "1"\ndenied = "0"', 'approved = "0"\ndenied = "1"')
+    assert broken != text
+    (tmp_path / "swapped.toml").write_text(broken, encoding="utf-8")
+    bad = subprocess.run([sys.executable, "-m", "adapters.testing", "soap",
+                          str(tmp_path / "swapped.toml")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1
+    assert "contract FAILED" in bad.stderr and "round_trip[full]" in bad.stderr, bad.stderr

@@ -182,29 +182,35 @@ async def _submit_once(kit: Kit, check: str, case: LocalCase) -> str | None:
 async def _round_trip(kit: Kit) -> None:
     for name, script in SCRIPTS.items():
         check = f"round_trip[{name}]"
-        case = kit.new_case()
-        ref = await _submit_once(kit, check, case)
-        if ref is None:
+        try:
+            await _one_lifecycle(kit, check, script)
+        except AdapterError as exc:
+            kit.fail(check, f"unexpected AdapterError: {exc}")
+
+
+async def _one_lifecycle(kit: Kit, check: str, script: list[Step]) -> None:
+    case = kit.new_case()
+    ref = await _submit_once(kit, check, case)
+    if ref is None:
+        return
+    if extra := [e for e in await kit.drain() if e.case_id == case.case_id]:
+        kit.fail(check, f"a new case produced events {[e.action for e in extra]}")
+    for action, body in script:
+        if action == "SUPPLY":
+            supplied = [{"code": "M09", "name": "缴费凭证（补）"}]
+            await kit.adapter.supplement(ref, case.case_id, supplied)
+            views = await kit.driver.inspect(case.case_id)
+            if not views or "M09" not in views[0].material_codes:
+                kit.fail(check, "supplied materials did not reach the local case")
+            if events := [e for e in await kit.drain() if e.case_id == case.case_id]:
+                kit.fail(check, f"supplying produced events {[e.action for e in events]}")
             continue
-        if extra := [e for e in await kit.drain() if e.case_id == case.case_id]:
-            kit.fail(check, f"a new case produced events {[e.action for e in extra]}")
-        for action, body in script:
-            if action == "SUPPLY":
-                supplied = [{"code": "M09", "name": "缴费凭证（补）"}]
-                await kit.adapter.supplement(ref, case.case_id, supplied)
-                views = await kit.driver.inspect(case.case_id)
-                if not views or "M09" not in views[0].material_codes:
-                    kit.fail(check, "supplied materials did not reach the local case")
-                events = [e for e in await kit.drain() if e.case_id == case.case_id]
-                if events:
-                    kit.fail(check, f"supplying produced events {[e.action for e in events]}")
-                continue
-            await kit.driver.perform(ref, action, body)
-            events = [e for e in await kit.drain() if e.case_id == case.case_id]
-            got = [(e.action, dict(e.body)) for e in events]
-            if got != [(action, body)]:
-                kit.fail(check, f"after the officer's {action} {body}, poll gave {got}")
-                break
+        await kit.driver.perform(ref, action, body)
+        events = [e for e in await kit.drain() if e.case_id == case.case_id]
+        got = [(e.action, dict(e.body)) for e in events]
+        if got != [(action, body)]:
+            kit.fail(check, f"after the officer's {action} {body}, poll gave {got}")
+            return
 
 
 async def _withdraw(kit: Kit) -> None:
