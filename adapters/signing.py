@@ -7,15 +7,14 @@ than `tolerance` seconds away from its clock and compares MACs in constant time.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 
 from adapters.base import AdapterError
+from trust.webhook import same, webhook_mac
 
 
 def mac(secret: str, timestamp: str, body: bytes) -> str:
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return webhook_mac(secret, timestamp, body)
 
 
 def sign(secret: str, body: bytes, now: float, *, prefix: str = "sha256=") -> tuple[str, str]:
@@ -40,5 +39,5 @@ def verify(headers: Mapping[str, str], body: bytes, *, secret: str | None, now: 
         raise AdapterError(f"webhook timestamp is more than {tolerance} s from now (replayed or "
                            "a wrong clock)", transient=False)
     expected = prefix + mac(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
+    if not same(signature, expected):
         raise AdapterError("webhook signature does not match", transient=False)
