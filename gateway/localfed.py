@@ -7,6 +7,7 @@ configs and the same founding steps an alliance admin takes with the CLI.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -54,6 +55,9 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, Mapping):  # e.g. adapter.settings, as an inline table
+        inner = ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
@@ -134,17 +138,26 @@ def load_all(paths: Mapping[str, Path]) -> dict[str, GatewayConfig]:
     return {member_id: load_config(path) for member_id, path in paths.items()}
 
 
-def start_process(args: Sequence[str], config_path: Path,
-                  log_path: Path) -> subprocess.Popen[bytes]:
-    """Start `python -m <args> --config <path>` with its output in `log_path`."""
+def start_process(args: Sequence[str], config_path: Path, log_path: Path, *,
+                  env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `python -m <args> --config <path>` with its output in `log_path`; `env` is added
+    to this process's environment (secrets named by the config)."""
+    return start_module([*args, "--config", str(config_path)], config_path.parent, log_path,
+                        env=env)
+
+
+def start_module(args: Sequence[str], cwd: Path, log_path: Path, *,
+                 env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `python -m <args>` in `cwd` with its output in `log_path`."""
     with log_path.open("wb") as log:
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
-            [sys.executable, "-m", *args, "--config", str(config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=config_path.parent)
+            [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+            env={**os.environ, **(env or {})})
 
 
-def start_gateway(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    return start_process(["gateway.cli.main", "serve"], config_path, log_path)
+def start_gateway(config_path: Path, log_path: Path, *,
+                  env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return start_process(["gateway.cli.main", "serve"], config_path, log_path, env=env)
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, deadline: float,

@@ -293,20 +293,26 @@ def node_config(root: Path, member_id: str, port: int, db_url: str, operator_por
 
 
 def to_toml(data: Mapping[str, Mapping[str, Any]]) -> str:
-    """Enough TOML for gateway configs (sections of scalars); tests use real config files."""
+    """Enough TOML for gateway configs (sections of scalars, tables inline, e.g.
+    `adapter.settings`); tests use real config files."""
     lines = []
     for section, values in data.items():
         lines.append(f"[{section}]")
         for key, value in values.items():
-            if isinstance(value, bool):
-                rendered = "true" if value else "false"
-            elif isinstance(value, int | float):
-                rendered = repr(value)
-            else:
-                rendered = json.dumps(str(value), ensure_ascii=False)
-            lines.append(f"{key} = {rendered}")
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 async def build_federation(root: Path, db_factory: DbFactory,

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway import audit
+from gateway import adapter_loading, audit
 from gateway.alliance import Alliance, AllianceError
 from gateway.cases.access import ROLES
 from gateway.config import GatewayConfig, check_serving
@@ -562,6 +562,7 @@ def audit_verify(path: Path, anchor_path: Path) -> None:
 
 def check_config(config: GatewayConfig) -> None:
     check_serving(config)
+    adapter_loading.check(config, adapter_loading.discover())
     keystore(config).load()
     load_anchor(config.trust.anchor)
     make_engine(config.database.url)

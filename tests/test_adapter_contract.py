@@ -1,0 +1,277 @@
+"""The REST and SOAP adapters against the reference local case system, through the contract kit;
+and the kit itself, which must fail adapters that break the contract."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from adapters.base import AdapterError, ConfigProblem, LocalCase, LocalEvent, RegionAdapter
+from adapters.reference.faults import EXTERNAL_ENTITY, XML_BOMB
+from adapters.rest import RestAdapter
+from adapters.soap import SoapAdapter
+from adapters.testing import ContractFailure, run_contract, sample_case
+from adapters.testing.reference import ReferenceDriver, ReferenceSystem
+from adapters.xmltree import answer
+
+EXAMPLES = Path(__file__).parent.parent / "adapters" / "examples"
+API_KEY = "reference-api-key-for-tests"
+HOOK_SECRET = "reference-webhook-secret-0123456789"
+
+
+@pytest.fixture
+async def reference(tmp_path: Path) -> AsyncIterator[ReferenceSystem]:
+    system = await ReferenceSystem(tmp_path / "local.sqlite", api_key=API_KEY).start()
+    try:
+        yield system
+    finally:
+        await system.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def rest_adapter(url: str, http: aiohttp.ClientSession, *, cls: type[RestAdapter] = RestAdapter,
+                 mapping: Path | None = None) -> RestAdapter:
+    settings = {"mapping": str(mapping or EXAMPLES / "rest-reference.toml"), "base_url": url}
+    cls.check_config(settings, base=EXAMPLES)
+    return cls(settings, base=EXAMPLES, session=http,
+               secrets={"api_key": API_KEY, "webhook_secret": HOOK_SECRET})
+
+
+def soap_adapter(url: str, http: aiohttp.ClientSession) -> SoapAdapter:
+    settings = {"mapping": "soap-reference.toml", "base_url": url}
+    SoapAdapter.check_config(settings, base=EXAMPLES)
+    return SoapAdapter(settings, base=EXAMPLES, session=http, secrets={})
+
+
+def driver(reference: ReferenceSystem, http: aiohttp.ClientSession, *,
+           hooks: bool = True) -> ReferenceDriver:
+    return ReferenceDriver(reference.url, http, api_key=API_KEY,
+                           webhook_secret=HOOK_SECRET if hooks else None)
+
+
+async def test_rest_adapter_passes_the_contract(reference: ReferenceSystem,
+                                                http: aiohttp.ClientSession) -> None:
+    await run_contract(rest_adapter(reference.url, http), driver(reference, http))
+
+
+@pytest.fixture
+async def open_reference(tmp_path: Path) -> AsyncIterator[ReferenceSystem]:
+    system = await ReferenceSystem(tmp_path / "open.sqlite").start()
+    try:
+        yield system
+    finally:
+        await system.close()
+
+
+async def test_soap_adapter_passes_the_contract(
+        open_reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
+    await run_contract(soap_adapter(open_reference.url, http),
+                       ReferenceDriver(open_reference.url, http))
+
+
+# --- the kit fails what breaks the contract ------------------------------------------------
+class SwallowingAdapter(RestAdapter):
+    """Treats every failed poll as 'nothing new': a local outage or garbage goes unnoticed."""
+
+    async def poll(self, cursor: str | None) -> tuple[list[LocalEvent], str | None]:
+        try:
+            return await super().poll(cursor)
+        except AdapterError:
+            return [], cursor
+
+
+class ForgetfulAdapter(RestAdapter):
+    """Sends a new external number each time, so a retried submit makes a second local case."""
+
+    sent = 0
+
+    async def submit(self, case: LocalCase) -> str:
+        self.sent += 1
+        return await super().submit(replace(case, case_id=f"{case.case_id}-{self.sent}"))
+
+
+async def test_the_kit_catches_an_adapter_that_swallows_errors(
+        reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
+    with pytest.raises(ContractFailure) as caught:
+        await run_contract(rest_adapter(reference.url, http, cls=SwallowingAdapter),
+                           driver(reference, http))
+    failures = caught.value.failures
+    assert any(f.startswith("outage: poll while down") for f in failures)
+    assert any(f.startswith("malformed[xml_bomb]: poll") for f in failures)
+    assert not any(f.startswith("round_trip") for f in failures)  # the rest still works
+
+
+async def test_the_kit_catches_a_non_idempotent_submit(
+        reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
+    with pytest.raises(ContractFailure) as caught:
+        await run_contract(rest_adapter(reference.url, http, cls=ForgetfulAdapter),
+                           driver(reference, http))
+    assert any("not idempotent" in f for f in caught.value.failures)
+
+
+async def test_the_kit_catches_a_wrongly_mapped_state(
+        reference: ReferenceSystem, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    text = (EXAMPLES / "rest-reference.toml").read_text(encoding="utf-8")
+    # A plausible slip: 特别程序 (suspend) and its resumption swapped with plain review.
+    broken = text.replace('[events.states."TBCX>SCZ"]           # 审查中 again after a special '
+                          'procedure\naction = "resume"', '[events.states."TBCX>SCZ"]\n'
+                          'action = "review"')
+    assert broken != text
+    path = tmp_path / "broken.toml"
+    path.write_text(broken, encoding="utf-8")
+    with pytest.raises(ContractFailure) as caught:
+        await run_contract(rest_adapter(reference.url, http, mapping=path),
+                           driver(reference, http))
+    assert [f for f in caught.value.failures if f.startswith("round_trip[full]")], \
+        caught.value.failures
+    assert "resume" in "\n".join(caught.value.failures)
+
+
+# --- hostile and broken answers, one by one ------------------------------------------------
+@pytest.mark.parametrize("kind", ["xml_bomb", "external_entity", "oversized", "garbage"])
+async def test_soap_refuses_hostile_answers(open_reference: ReferenceSystem,
+                                            http: aiohttp.ClientSession, kind: str) -> None:
+    adapter = soap_adapter(open_reference.url, http)
+    local = ReferenceDriver(open_reference.url, http)
+    await local.fail(kind)
+    with pytest.raises(AdapterError) as caught:
+        await adapter.submit(sample_case("TB-HOSTILE-1", "KSTB-SB-0001"))
+    assert not caught.value.transient
+    expected = {"xml_bomb": "unsafe XML", "external_entity": "unsafe XML",
+                "oversized": "byte limit", "garbage": "not XML"}[kind]
+    assert expected in str(caught.value)
+
+
+def test_xml_bomb_is_refused_before_expansion() -> None:
+    for hostile in (XML_BOMB, EXTERNAL_ENTITY):
+        with pytest.raises(AdapterError, match="unsafe XML"):
+            answer(hostile, "ShouJian")
+
+
+async def test_rest_refuses_an_oversized_answer(reference: ReferenceSystem,
+                                                http: aiohttp.ClientSession) -> None:
+    adapter = rest_adapter(reference.url, http)
+    await driver(reference, http).fail("oversized")
+    with pytest.raises(AdapterError, match="byte limit") as caught:
+        await adapter.poll(None)
+    assert not caught.value.transient
+
+
+async def test_rest_api_key_is_required(reference: ReferenceSystem,
+                                        http: aiohttp.ClientSession) -> None:
+    settings = {"mapping": "rest-reference.toml", "base_url": reference.url}
+    adapter = RestAdapter(settings, base=EXAMPLES, session=http,
+                          secrets={"api_key": "wrong", "webhook_secret": HOOK_SECRET})
+    with pytest.raises(AdapterError, match="401") as caught:
+        await adapter.poll(None)
+    assert not caught.value.transient
+
+
+# --- the mapping files ---------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_example_mappings_load(path: Path) -> None:
+    adapters: dict[str, type[RegionAdapter]] = {"rest": RestAdapter, "soap": SoapAdapter}
+    kind = path.name.split("-")[0]
+    adapters[kind].check_config({"mapping": path.name}, base=EXAMPLES)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (('action = "review"', 'action = "approve"'), "is not one of"),
+    (('body = { reason = "xq.yy" }', 'body = { }'), "reject needs reason"),
+    (('proxy = "DB"', 'proxy = "WB"'), "both map to 'WB'"),
+    (('endpoint = "GET /api/shijian"', 'endpoint = "FETCH /api/shijian"'), "METHOD /path"),
+    (('previous = "yzt"\n', ''), "previous"),
+    (('sjd = "receiver"', 'sjd = "owner"'), "must start with one of"),
+])
+def test_a_bad_mapping_names_the_problem(tmp_path: Path, change: tuple[str, str],
+                                         message: str) -> None:
+    text = (EXAMPLES / "rest-reference.toml").read_text(encoding="utf-8")
+    assert change[0] in text
+    (tmp_path / "m.toml").write_text(text.replace(change[0], change[1], 1), encoding="utf-8")
+    with pytest.raises(ConfigProblem, match=r"adapter\.settings\.mapping") as caught:
+        RestAdapter.check_config({"mapping": "m.toml"}, base=tmp_path)
+    assert message in str(caught.value)
+
+
+def test_soap_mapping_with_a_webhook_is_refused(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "soap-reference.toml", tmp_path / "s.toml")
+    with (tmp_path / "s.toml").open("a", encoding="utf-8") as f:
+        f.write('\n[webhook]\nsecret = "x"\n')
+    with pytest.raises(ConfigProblem, match="takes no webhooks"):
+        SoapAdapter.check_config({"mapping": "s.toml"}, base=tmp_path)
+
+
+def test_config_check_validates_the_region_mapping(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli.main import main
+
+    shutil.copy(EXAMPLES / "rest-reference.toml", tmp_path / "region.toml")
+    config = tmp_path / "tongban.toml"
+    base = ('[member]\nid = "CN-440403"\n[server]\nport = 18701\n'
+            '[registry]\nurl = "http://127.0.0.1:18700/registry/v1"\n'
+            '[adapter]\nname = "rest"\n[adapter.secrets]\napi_key = "TB_T_KEY"\n'
+            'webhook_secret = "TB_T_HOOK"\n[adapter.settings]\n')
+    monkeypatch.setenv("TB_T_KEY", "k")
+    monkeypatch.setenv("TB_T_HOOK", "h")
+
+    def check(settings: str) -> str:
+        config.write_text(base + settings, encoding="utf-8")
+        assert main(["config", "check", "-c", str(config)]) == 1
+        return capsys.readouterr().err
+
+    assert "adapter.settings.mapping: cannot read" in check('mapping = "nowhere.toml"\n')
+    (tmp_path / "bad.toml").write_text(
+        (tmp_path / "region.toml").read_text(encoding="utf-8").replace(
+            'action = "review"', 'action = "approve"'), encoding="utf-8")
+    assert "bad.toml: events.states.SCZ: action 'approve'" in check('mapping = "bad.toml"\n')
+    monkeypatch.delenv("TB_T_HOOK")
+    assert "adapter.secrets.webhook_secret" in check('mapping = "region.toml"\n')
+    monkeypatch.setenv("TB_T_HOOK", "h")
+    # A valid region passes on to the next check (this folder has no signing keys).
+    assert "adapter" not in check('mapping = "region.toml"\n')
+
+
+async def test_a_slow_local_system_times_out_as_transient(
+        open_reference: ReferenceSystem, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    text = (EXAMPLES / "soap-reference.toml").read_text(encoding="utf-8")
+    fast = text.replace("timeout = 5.0", "timeout = 0.3").replace("attempts = 3", "attempts = 2")
+    (tmp_path / "fast.toml").write_text(fast, encoding="utf-8")
+    settings = {"mapping": "fast.toml", "base_url": open_reference.url}
+    adapter = SoapAdapter(settings, base=tmp_path, session=http, secrets={})
+    async with http.put(open_reference.url + "/admin/faults",
+                        json={"active": ["slow"], "slow_seconds": 1.0}) as resp:
+        assert resp.status == 200
+    with pytest.raises(AdapterError, match=r"no answer within 0\.3 s") as caught:
+        await adapter.poll(None)
+    assert caught.value.transient
+
+
+def test_the_kit_runs_from_the_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    good = subprocess.run([sys.executable, "-m", "adapters.testing", "soap",
+                           str(EXAMPLES / "soap-reference.toml")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.startswith("contract passed: soap")
+    text = (EXAMPLES / "soap-reference.toml").read_text(encoding="utf-8")
+    broken = text.replace('approved = "1"\ndenied = "0"', 'approved = "0"\ndenied = "1"')
+    assert broken != text
+    (tmp_path / "swapped.toml").write_text(broken, encoding="utf-8")
+    bad = subprocess.run([sys.executable, "-m", "adapters.testing", "soap",
+                          str(tmp_path / "swapped.toml")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1
+    assert "contract FAILED" in bad.stderr and "round_trip[full]" in bad.stderr, bad.stderr
