@@ -67,6 +67,18 @@ class AdapterError(Exception):
         self.transient = transient
 
 
+class WebhookRefused(AdapterError):
+    """A push that is not provably from the local system (no, bad or stale signature).
+
+    Kept apart from other adapter errors so the gateway answers 401 only when the sender could
+    not be authenticated; a signed push it cannot read is 422, which tells the local system's
+    operator to fix the content rather than the credentials.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
 class ConfigProblem(Exception):
     """An adapter's configuration is wrong; the message names the option path."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from adapters.base import AdapterError
+from adapters.base import WebhookRefused
 from trust.webhook import same, webhook_mac
 
 
@@ -26,18 +26,17 @@ def sign(secret: str, body: bytes, now: float, *, prefix: str = "sha256=") -> tu
 def verify(headers: Mapping[str, str], body: bytes, *, secret: str | None, now: float,
            signature_header: str, timestamp_header: str, prefix: str = "sha256=",
            tolerance: int = 300) -> None:
-    """Raise `AdapterError(transient=False)` unless the push is signed and fresh."""
+    """Raise `WebhookRefused` unless the push is signed and fresh."""
     if not secret:
-        raise AdapterError("webhooks are refused: no webhook secret is configured",
-                           transient=False)
+        raise WebhookRefused("webhooks are refused: no webhook secret is configured")
     lowered = {k.lower(): v for k, v in headers.items()}
     timestamp = lowered.get(timestamp_header.lower(), "")
     signature = lowered.get(signature_header.lower(), "")
     if not timestamp.isdigit() or len(timestamp) > 12:
-        raise AdapterError(f"webhook without a valid {timestamp_header} header", transient=False)
+        raise WebhookRefused(f"webhook without a valid {timestamp_header} header")
     if abs(now - int(timestamp)) > tolerance:
-        raise AdapterError(f"webhook timestamp is more than {tolerance} s from now (replayed or "
-                           "a wrong clock)", transient=False)
+        raise WebhookRefused(f"webhook timestamp is more than {tolerance} s from now "
+                             "(replayed or a wrong clock)")
     expected = prefix + mac(secret, timestamp, body)
     if not same(signature, expected):
-        raise AdapterError("webhook signature does not match", transient=False)
+        raise WebhookRefused("webhook signature does not match")

@@ -19,7 +19,14 @@ import pytest
 from casekit import ONLINE_ITEM, Api, applicant, case_federation, materials, reach, state
 from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, wait_for
 
-from adapters.base import AdapterError, ConfigProblem, LocalCase, LocalEvent, RegionAdapter
+from adapters.base import (
+    AdapterError,
+    ConfigProblem,
+    LocalCase,
+    LocalEvent,
+    RegionAdapter,
+    WebhookRefused,
+)
 from gateway import appkeys as K
 
 
@@ -74,8 +81,11 @@ def adapter_for(system: LocalSystem) -> type[RegionAdapter]:
 
         def webhook(self, headers: Mapping[str, str], body: bytes) -> list[LocalEvent]:
             if headers.get("X-Fake-Signature") != "ok":
-                raise AdapterError("bad signature", transient=False)
-            doc = json.loads(body)
+                raise WebhookRefused("bad signature")
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                raise AdapterError("not JSON", transient=False) from None
             return [LocalEvent(event_id=doc["id"], case_id=doc["case"], action=doc["action"],
                                body=doc.get("body", {}))]
 
@@ -169,6 +179,10 @@ async def test_events_apply_once_and_refusals_are_kept(
         async with http.post(url, json=event, headers={"X-Fake-Signature": "forged"}) as resp:
             assert resp.status == 401
             assert (await resp.json())["type"] == "urn:tongban:error:unauthenticated"
+        # Signed but unreadable: the sender is known, the content is wrong, so 422, not 401.
+        async with http.post(url, data=b"{not json", headers={"X-Fake-Signature": "ok"}) as resp:
+            assert resp.status == 422
+            assert (await resp.json())["type"] == "urn:tongban:error:invalid-body"
         # An event the lifecycle does not allow is refused, kept, and changes nothing.
         bad = {"id": "w-2", "case": case_id, "action": "deliver", "body": {}}
         async with http.post(url, json=bad, headers={"X-Fake-Signature": "ok"}) as resp:

@@ -24,7 +24,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import ACTIONS, AdapterError, LocalCase, LocalEvent, RegionAdapter
+from adapters.base import (
+    ACTIONS,
+    AdapterError,
+    LocalCase,
+    LocalEvent,
+    RegionAdapter,
+    WebhookRefused,
+)
 
 MALFORMED = ("garbage", "oversized", "xml_bomb", "external_entity", "missing_field",
              "unknown_state")
@@ -110,10 +117,13 @@ class Kit:
         self.failures.append(f"{check}: {message}")
 
     async def expect_error(self, check: str, call: Callable[[], Awaitable[Any]], *,
-                           transient: bool) -> bool:
+                           transient: bool, kind: type[AdapterError] = AdapterError) -> bool:
         try:
             result = await call()
         except AdapterError as exc:
+            if not isinstance(exc, kind):
+                self.fail(check, f"{type(exc).__name__} instead of {kind.__name__}: {exc}")
+                return False
             if exc.transient != transient:
                 self.fail(check, f"AdapterError with transient={exc.transient}, expected "
                                  f"{transient}: {exc}")
@@ -274,7 +284,8 @@ async def _duplicates(kit: Kit) -> None:
         bad = await kit.driver.push(**kwargs)
         assert bad is not None
         await kit.expect_error(f"duplicates: {what} push refused",
-                               _later(kit.adapter.webhook, *bad), transient=False)
+                               _later(kit.adapter.webhook, *bad), transient=False,
+                               kind=WebhookRefused)
 
 
 def _later(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.base import AdapterError
+from adapters.base import AdapterError, WebhookRefused
 from gateway import appkeys as K
 from gateway.http.federation import read_limited
 from trust.errors import ErrorCode, TongbanError
@@ -22,8 +22,11 @@ async def events(request: web.Request) -> web.Response:
     body = await read_limited(request, MAX_WEBHOOK_BYTES)
     try:
         received = bridge.adapter.webhook(dict(request.headers), body)
-    except AdapterError as exc:
+    except WebhookRefused as exc:
         raise TongbanError(f"webhook refused: {exc}", code=ErrorCode.UNAUTHENTICATED) from None
+    except AdapterError as exc:
+        raise TongbanError(f"webhook not understood: {exc}",
+                           code=ErrorCode.INVALID_BODY) from None
     outcomes = [await bridge.apply(event) for event in received]
     return web.json_response({"events": [{"id": o.event_id, "result": o.result}
                                          for o in outcomes]})
