@@ -19,6 +19,10 @@ from defusedxml import DefusedXmlException
 from adapters.base import AdapterError
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+# Deeper than any real answer; the cap keeps a small, deeply nested document from exhausting
+# the interpreter's recursion (a RecursionError is not an `AdapterError`, so it would escape
+# the gateway's retry and parking logic instead of being refused like other bad answers).
+MAX_DEPTH = 64
 
 
 class SoapFault(AdapterError):
@@ -68,14 +72,17 @@ def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def to_tree(element: ET.Element) -> Any:
+def to_tree(element: ET.Element, depth: int = 0) -> Any:
     children = list(element)
     if not children:
         return element.text or ""
+    if depth >= MAX_DEPTH:
+        raise AdapterError(f"the local answer nests elements deeper than {MAX_DEPTH} levels",
+                           transient=False)
     tree: dict[str, Any] = {}
     for child in children:
         name = local_name(child.tag)
-        value = to_tree(child)
+        value = to_tree(child, depth + 1)
         if name in tree:
             previous = tree[name]
             tree[name] = [*previous, value] if isinstance(previous, list) else [previous, value]

@@ -161,10 +161,10 @@ async def soap(request: web.Request) -> web.Response:
     handler = OPERATIONS.get(operation)
     if handler is None:
         return fault("Client", f"没有操作 {operation}")
-    args = to_tree(body[0])
     try:
+        args = to_tree(body[0])
         answer = await handler(request, args if isinstance(args, dict) else {})
-    except (Invalid, NotFound, Conflict) as exc:
+    except (AdapterError, Invalid, NotFound, Conflict) as exc:
         return fault("Client", str(exc))
     return web.Response(body=envelope(operation + "Response", NAMESPACE, answer),
                         content_type="text/xml", charset="utf-8")
