@@ -32,7 +32,8 @@ def verify(headers: Mapping[str, str], body: bytes, *, secret: str | None, now: 
     lowered = {k.lower(): v for k, v in headers.items()}
     timestamp = lowered.get(timestamp_header.lower(), "")
     signature = lowered.get(signature_header.lower(), "")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # ASCII digits only: str.isdigit() also admits characters such as "²" that int() refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise WebhookRefused(f"webhook without a valid {timestamp_header} header")
     if abs(now - int(timestamp)) > tolerance:
         raise WebhookRefused(f"webhook timestamp is more than {tolerance} s from now "
