@@ -69,6 +69,12 @@ async def exchange(session: aiohttp.ClientSession, method: str, url: str, policy
     except aiohttp.ClientPayloadError as exc:
         raise AdapterError(f"{method} {url}: the answer broke off: {exc}",
                            transient=True) from None
+    except aiohttp.ClientError as exc:
+        # Anything else aiohttp refuses (a malformed status line or header, say): the system
+        # or a proxy before it misbehaves, as with a 5xx. Left unconverted, it would escape the
+        # gateway's retry and parking, which only know `AdapterError`.
+        raise AdapterError(f"{method} {url}: unreadable answer: {type(exc).__name__}",
+                           transient=True) from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:

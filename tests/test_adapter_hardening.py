@@ -1,0 +1,73 @@
+"""Hostile or broken input to the adapters' shared pieces must end as an `AdapterError`.
+
+The gateway's retry, backoff and parking only know `AdapterError`: any other exception out of
+an adapter (a RecursionError, a ValueError, an aiohttp error) would escape them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.base import AdapterError, WebhookRefused
+from adapters.httpcall import Policy, exchange
+from adapters.signing import sign, verify
+from adapters.xmltree import MAX_DEPTH, SOAP_NS, answer
+
+SECRET = "webhook-secret-for-hardening-tests"
+
+
+def nested(depth: int) -> bytes:
+    inner = b"<a>" * depth + b"x" + b"</a>" * depth
+    return (f'<Envelope xmlns="{SOAP_NS}"><Body><Op>'.encode() + inner +
+            b"</Op></Body></Envelope>")
+
+
+def test_deeply_nested_xml_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(AdapterError, match="deeper than") as caught:
+        answer(nested(5000), "Op")
+    assert not caught.value.transient
+
+
+def test_xml_nested_within_the_limit_is_read() -> None:
+    tree: Any = answer(nested(MAX_DEPTH - 2), "Op")
+    for _ in range(MAX_DEPTH - 2):
+        tree = tree["a"]
+    assert tree == "x"
+
+
+@pytest.mark.parametrize("timestamp", ["²", "١٧٠٠٠٠٠٠٠٠", "-5", ""])
+def test_webhook_timestamp_must_be_ascii_digits(timestamp: str) -> None:
+    with pytest.raises(WebhookRefused, match="valid X-Timestamp"):
+        verify({"X-Timestamp": timestamp, "X-Signature": "sha256=00"}, b"{}", secret=SECRET,
+               now=1_700_000_000.0, signature_header="X-Signature",
+               timestamp_header="X-Timestamp")
+
+
+def test_webhook_signed_now_is_accepted() -> None:
+    timestamp, signature = sign(SECRET, b"{}", 1_700_000_000.0)
+    verify({"x-timestamp": timestamp, "x-signature": signature}, b"{}", secret=SECRET,
+           now=1_700_000_010.0, signature_header="X-Signature", timestamp_header="X-Timestamp")
+
+
+async def test_a_malformed_http_answer_is_a_transient_adapter_error() -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nxx")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(broken, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(AdapterError, match="unreadable answer") as caught:
+                await exchange(http, "GET", f"http://127.0.0.1:{port}/", Policy(
+                    timeout=5.0, attempts=1, backoff=0.0, max_answer_bytes=10_000))
+        assert caught.value.transient
+    finally:
+        server.close()
+        await server.wait_closed()
