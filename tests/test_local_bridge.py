@@ -9,7 +9,7 @@ breaker, events applied exactly once, refusals kept.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +28,7 @@ from adapters.base import (
     WebhookRefused,
 )
 from gateway import appkeys as K
+from gateway.db.local_repo import LocalRepo
 
 
 @dataclass
@@ -37,6 +38,9 @@ class LocalSystem:
     cases: dict[str, dict[str, Any]] = field(default_factory=dict)
     feed: list[LocalEvent] = field(default_factory=list)
     down: bool = False
+    refuse: bool = False  # answers every call, polls too, with a permanent refusal (a 4xx)
+    crash: bool = False  # the adapter itself fails with something other than AdapterError
+    on_submit: Callable[[str], Awaitable[None]] | None = None  # runs before submit answers
     calls: list[str] = field(default_factory=list)
 
     def decide(self, case_id: str, action: str, **body: Any) -> LocalEvent:
@@ -59,9 +63,15 @@ def adapter_for(system: LocalSystem) -> type[RegionAdapter]:
             system.calls.append(what)
             if system.down:
                 raise AdapterError("connection refused", transient=True)
+            if system.refuse:
+                raise AdapterError("400: not allowed here", transient=False)
+            if system.crash:
+                raise RuntimeError("adapter bug")
 
         async def submit(self, case: LocalCase) -> str:
             self._up("submit")
+            if system.on_submit is not None:
+                await system.on_submit(case.case_id)
             system.cases.setdefault(case.case_id, {"item": case.item_code, "materials": []})
             return "LOCAL-" + case.case_id[-6:]
 
@@ -97,14 +107,30 @@ def system() -> LocalSystem:
     return LocalSystem()
 
 
+async def start(tmp_path: Path, db_factory: DbFactory, system: LocalSystem, *,
+                breaker_reset: float = 0.3) -> Federation:
+    config = {"name": "fake", "poll_interval": 0.05, "initial_backoff": 0.05,
+              "max_backoff": 0.2, "breaker_failures": 3, "breaker_reset": breaker_reset}
+    return await case_federation(
+        tmp_path, db_factory, (DOUMEN, TAOYUAN),
+        adapters={DOUMEN: ({"fake": adapter_for(system)}, config)})
+
+
 @pytest.fixture
 async def fed(tmp_path: Path, db_factory: DbFactory,
               system: LocalSystem) -> AsyncIterator[Federation]:
-    config = {"name": "fake", "poll_interval": 0.05, "initial_backoff": 0.05,
-              "max_backoff": 0.2, "breaker_failures": 3, "breaker_reset": 0.3}
-    federation = await case_federation(
-        tmp_path, db_factory, (DOUMEN, TAOYUAN),
-        adapters={DOUMEN: ({"fake": adapter_for(system)}, config)})
+    federation = await start(tmp_path, db_factory, system)
+    try:
+        yield federation
+    finally:
+        await federation.close()
+
+
+@pytest.fixture
+async def slow_reset_fed(tmp_path: Path, db_factory: DbFactory,
+                         system: LocalSystem) -> AsyncIterator[Federation]:
+    """A breaker that, once open, stays open for the whole test."""
+    federation = await start(tmp_path, db_factory, system, breaker_reset=600.0)
     try:
         yield federation
     finally:
@@ -206,3 +232,60 @@ async def test_withdrawal_reaches_the_local_system(
             return "withdrawn" in system.cases[case_id]
 
         await wait_for(told, what="the local system to hear of the withdrawal")
+
+
+async def test_permanent_refusals_do_not_open_the_breaker(
+        slow_reset_fed: Federation, system: LocalSystem) -> None:
+    """Refused calls and polls (breaker_failures = 3) say nothing about the system being
+    down: the next case must still be sent at once."""
+    system.refuse = True
+    repo = LocalRepo(slow_reset_fed[DOUMEN].app[K.ENGINE])
+    bridge = slow_reset_fed[DOUMEN].app[K.LOCAL]  # type: ignore[index]
+    async with aiohttp.ClientSession() as http:
+        for _ in range(3):
+            await apply_online(slow_reset_fed, http)
+
+        async def three_parked() -> bool:
+            return len(await repo.list_calls("dead")) == 3
+
+        await wait_for(three_parked, what="three refused submits to be parked")
+        assert not bridge.breaker.open
+        system.refuse = False
+        case_id = await apply_online(slow_reset_fed, http)
+        await reach(slow_reset_fed[TAOYUAN], case_id, "handler_received")
+    assert not bridge.breaker.open
+
+
+async def test_an_adapter_crash_backs_off_and_does_not_block_the_queue(
+        fed: Federation, system: LocalSystem) -> None:
+    system.crash = True
+    repo = LocalRepo(fed[DOUMEN].app[K.ENGINE])
+    async with aiohttp.ClientSession() as http:
+        case_id = await apply_online(fed, http)
+
+        async def recorded() -> bool:
+            return any(c.attempts >= 1 and "RuntimeError" in (c.last_error or "")
+                       for c in await repo.list_calls("pending"))
+
+        await wait_for(recorded, what="the crash to be recorded as a failed attempt")
+        system.crash = False
+        await reach(fed[TAOYUAN], case_id, "handler_received")
+
+
+async def test_a_decision_pushed_before_the_submit_is_recorded_is_applied(
+        fed: Federation, system: LocalSystem) -> None:
+    """A fast local system accepts (by webhook) before its answer to the submit is back."""
+    results: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        url = fed[DOUMEN].url + "/adapters/v1/events"
+
+        async def accept_at_once(case_id: str) -> None:
+            event = {"id": f"fast-{case_id}", "case": case_id, "action": "accept", "body": {}}
+            async with http.post(url, json=event, headers={"X-Fake-Signature": "ok"}) as resp:
+                results.append((await resp.json())["events"][0]["result"])
+
+        system.on_submit = accept_at_once
+        case_id = await apply_online(fed, http)
+        await reach(fed[TAOYUAN], case_id, "accepted")
+    assert results == ["applied"]
+    assert await state(fed[DOUMEN], case_id) == "accepted"

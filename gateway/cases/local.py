@@ -110,7 +110,11 @@ class LocalBridge:
             try:
                 await self._make(call)
             except AdapterError as exc:
-                self.breaker.failure()
+                # Only a system that does not answer trips the breaker: a permanent refusal
+                # (a 4xx, a case the mapping cannot express) is about one call, and counting
+                # it would stop every other case's calls.
+                if exc.transient:
+                    self.breaker.failure()
                 if self.metrics is not None:
                     self.metrics.adapter_errors.labels(call.kind, str(exc.transient)).inc()
                 age = self._clock() - call.created_at
@@ -127,17 +131,7 @@ class LocalBridge:
         return done
 
     async def _make(self, call: LocalCall) -> None:
-        if call.kind == "submit":
-            ref = await self.adapter.submit(LocalCase(**call.payload))
-        else:
-            ref = await self._repo.ref(call.case_id) or ""
-            if not ref:
-                raise AdapterError(f"case {call.case_id} has no local reference yet",
-                                   transient=True)
-            if call.kind == "supplement":
-                await self.adapter.supplement(ref, call.case_id, call.payload["materials"])
-            else:
-                await self.adapter.withdraw(ref, call.case_id, call.payload["reason"])
+        ref = await self._send(call)
 
         async def record(tx: Tx) -> None:
             await self._repo.finish(tx.conn, call.id)
@@ -147,6 +141,34 @@ class LocalBridge:
                 await self._service.acknowledge(tx, call.case_id, self.actor)
 
         await self._service.write(record)
+
+    async def _send(self, call: LocalCall) -> str:
+        """Make the adapter call; returns the local reference.
+
+        An adapter is a plugin: any exception but `AdapterError` is its bug, and is turned
+        into a transient `AdapterError` so the call still backs off and is parked after
+        `dead_after`, instead of escaping the worker loop, which would retry it every second
+        and hold up every call queued behind it.
+        """
+        try:
+            if call.kind == "submit":
+                return await self.adapter.submit(LocalCase(**call.payload))
+            ref = await self._repo.ref(call.case_id) or ""
+            if not ref:
+                raise AdapterError(f"case {call.case_id} has no local reference yet",
+                                   transient=True)
+            if call.kind == "supplement":
+                await self.adapter.supplement(ref, call.case_id, call.payload["materials"])
+            else:
+                await self.adapter.withdraw(ref, call.case_id, call.payload["reason"])
+            return ref
+        except AdapterError:
+            raise
+        except Exception as exc:
+            log.exception("the %s adapter failed on the local %s of case %s",
+                          self.adapter.name, call.kind, call.case_id)
+            raise AdapterError(f"the {self.adapter.name} adapter failed: "
+                               f"{type(exc).__name__}", transient=True) from None
 
     async def run(self) -> None:
         while True:
@@ -170,6 +192,12 @@ class LocalBridge:
         async def op(tx: Tx) -> str:
             if await self._repo.seen(tx.conn, event_id):
                 return "duplicate"
+            # The local system can decide before the worker has recorded that the submit
+            # succeeded (a webhook racing the submit's answer): deciding proves it has the
+            # case, so take that as the acknowledgement, or the event would be refused for
+            # good as a transition from `submitted`. A no-op once acknowledged; rolled back
+            # with the rest if the decision is refused.
+            await self._service.acknowledge(tx, event.case_id, self.actor)
             await self._service.decide_tx(tx, self.actor, event.case_id, event.action,
                                           dict(event.body))
             await self._repo.record_event(tx.conn, event_id=event_id, case_id=event.case_id,
@@ -204,7 +232,8 @@ class LocalBridge:
         try:
             events, next_cursor = await self.adapter.poll(cursor)
         except AdapterError as exc:
-            self.breaker.failure()
+            if exc.transient:  # as for calls: a bad answer is not a system that is down
+                self.breaker.failure()
             log.warning("polling the local system failed: %s", exc)
             return 0
         self.breaker.success()
