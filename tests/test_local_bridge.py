@@ -239,7 +239,7 @@ async def test_permanent_refusals_do_not_open_the_breaker(
     """Refused calls and polls (breaker_failures = 3) say nothing about the system being
     down: the next case must still be sent at once."""
     system.refuse = True
-    repo = LocalRepo(slow_reset_fed[DOUMEN].app[K.ENGINE])
+    repo = LocalRepo(slow_reset_fed[DOUMEN].app[K.ENGINE])  # type: ignore[index]
     bridge = slow_reset_fed[DOUMEN].app[K.LOCAL]  # type: ignore[index]
     async with aiohttp.ClientSession() as http:
         for _ in range(3):
@@ -259,7 +259,7 @@ async def test_permanent_refusals_do_not_open_the_breaker(
 async def test_an_adapter_crash_backs_off_and_does_not_block_the_queue(
         fed: Federation, system: LocalSystem) -> None:
     system.crash = True
-    repo = LocalRepo(fed[DOUMEN].app[K.ENGINE])
+    repo = LocalRepo(fed[DOUMEN].app[K.ENGINE])  # type: ignore[index]
     async with aiohttp.ClientSession() as http:
         case_id = await apply_online(fed, http)
 
