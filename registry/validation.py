@@ -155,6 +155,18 @@ def mask_id(number: str) -> str:
     return number[:6] + "*" * (len(number) - 10) + number[-4:]
 
 
+_ID_IN_TEXT_RE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_MOBILE_IN_TEXT_RE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
+
+
+def mask_numbers(text: str) -> str:
+    """Free text from outside (a local system's error message, which may echo the request)
+    with every resident ID number and mobile number in it masked, so it may be logged,
+    stored and shown in the console."""
+    text = _ID_IN_TEXT_RE.sub(lambda m: mask_id(m.group()), text)
+    return _MOBILE_IN_TEXT_RE.sub(lambda m: m.group()[:3] + "****" + m.group()[-4:], text)
+
+
 def mask_name(name: str) -> str:
     """The first character of a name and a star per further character (张**), as on receipts."""
     return name[:1] + "*" * (len(name) - 1)

@@ -30,6 +30,9 @@ from adapters.base import (
 from gateway import appkeys as K
 from gateway.db.local_repo import LocalRepo
 
+# A local system's refusal that echoes the applicant's ID and mobile numbers.
+REFUSAL = "身份证号 11010119900307123X 与电话 13812345678 不符"
+
 
 @dataclass
 class LocalSystem:
@@ -64,7 +67,7 @@ def adapter_for(system: LocalSystem) -> type[RegionAdapter]:
             if system.down:
                 raise AdapterError("connection refused", transient=True)
             if system.refuse:
-                raise AdapterError("400: not allowed here", transient=False)
+                raise AdapterError(f"400: {REFUSAL}", transient=False)
             if system.crash:
                 raise RuntimeError("adapter bug")
 
@@ -235,7 +238,8 @@ async def test_withdrawal_reaches_the_local_system(
 
 
 async def test_permanent_refusals_do_not_open_the_breaker(
-        slow_reset_fed: Federation, system: LocalSystem) -> None:
+        slow_reset_fed: Federation, system: LocalSystem,
+        caplog: pytest.LogCaptureFixture) -> None:
     """Refused calls and polls (breaker_failures = 3) say nothing about the system being
     down: the next case must still be sent at once."""
     system.refuse = True
@@ -250,6 +254,13 @@ async def test_permanent_refusals_do_not_open_the_breaker(
 
         await wait_for(three_parked, what="three refused submits to be parked")
         assert not bridge.breaker.open
+        for call in await repo.list_calls("dead"):
+            assert call.last_error is not None
+            assert "110101********123X" in call.last_error and "138****5678" in call.last_error
+            assert "11010119900307123X" not in call.last_error
+            assert "13812345678" not in call.last_error
+        assert "11010119900307123X" not in caplog.text and "13812345678" not in caplog.text
+        assert "110101********123X" in caplog.text
         system.refuse = False
         case_id = await apply_online(slow_reset_fed, http)
         await reach(slow_reset_fed[TAOYUAN], case_id, "handler_received")

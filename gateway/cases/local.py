@@ -26,6 +26,7 @@ from gateway.cases.service import Actor, CaseService, Tx
 from gateway.config import AdapterSection
 from gateway.db.local_repo import LocalCall, LocalRepo
 from gateway.metrics import Metrics
+from registry.validation import mask_numbers
 from trust.clock import Clock
 from trust.errors import TongbanError
 
@@ -119,12 +120,13 @@ class LocalBridge:
                     self.metrics.adapter_errors.labels(call.kind, str(exc.transient)).inc()
                 age = self._clock() - call.created_at
                 dead = not exc.transient or age > self._settings.dead_after
-                await self._repo.failed(call.id, error=str(exc), dead=dead,
+                said = mask_numbers(str(exc))  # a local error may echo the applicant's data
+                await self._repo.failed(call.id, error=said, dead=dead,
                                         next_at=self._clock() + self._backoff(
                                             call.attempts + 1))
                 log.log(logging.ERROR if dead else logging.WARNING,
                         "local %s of case %s failed%s: %s", call.kind, call.case_id,
-                        " for good" if dead else "; retrying", exc)
+                        " for good" if dead else "; retrying", said)
                 continue
             self.breaker.success()
             done += 1
@@ -234,7 +236,7 @@ class LocalBridge:
         except AdapterError as exc:
             if exc.transient:  # as for calls: a bad answer is not a system that is down
                 self.breaker.failure()
-            log.warning("polling the local system failed: %s", exc)
+            log.warning("polling the local system failed: %s", mask_numbers(str(exc)))
             return 0
         self.breaker.success()
         applied = 0
