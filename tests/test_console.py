@@ -347,3 +347,18 @@ async def test_registry_diff_members_keys_items(fed: Federation) -> None:
     assert (TAOYUAN, "status") in changes and (DOUMEN, "items") in changes
     assert all(m != OPERATOR_ID for m, _ in changes)
     assert console.registry_diff(after, after) == []
+
+
+async def test_non_ascii_digits_are_refused_as_problems(fed: Federation) -> None:
+    """`str.isdigit` admits "²" and "١", which `int()` refuses (or reads): a 500 before."""
+    browser = Browser.open(fed.operator)
+    try:
+        assert await browser.login("admin") == 303
+        async with browser.http.get(fed.operator.url + "/admin/registry/diff?from=²&to=1",
+                                    allow_redirects=False) as resp:
+            assert resp.status == 422 and resp.content_type == "application/problem+json"
+        for row in ("²", "١"):
+            assert problem(*await browser.post(f"/admin/outbox/{row}/retry")) == (
+                404, "not-found")
+    finally:
+        await browser.close()

@@ -216,7 +216,8 @@ async def registry(request: web.Request) -> web.Response:
 
 
 def _version_number(raw: str | None, name: str) -> int:
-    if raw is None or not raw.isdigit():
+    # ASCII only: str.isdigit() also admits "²" (int() refuses it) and "١" (int() reads 1).
+    if raw is None or not (raw.isascii() and raw.isdigit()):
         raise TongbanError(f"{name} must be a registry version number",
                            code=ErrorCode.INVALID_BODY)
     return int(raw)
@@ -299,7 +300,7 @@ async def retry(request: web.Request) -> web.Response:
     clerk, _ = await _acting(request, Action.RETRY)
     raw = request.match_info["row_id"]
     count = await request.app[K.OUTBOX_REPO].retry_dead(
-        now=request.app[K.CLOCK](), row_id=int(raw)) if raw.isdigit() else 0
+        now=request.app[K.CLOCK](), row_id=int(raw)) if raw.isascii() and raw.isdigit() else 0
     if count == 0:
         raise TongbanError(f"outbox #{raw} is not a dead letter", code=ErrorCode.NOT_FOUND)
     request.app[K.DISPATCHER].notify()
