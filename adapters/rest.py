@@ -50,6 +50,13 @@ class RestAdapter(MappedAdapter):
     def _url(self, endpoint: str, *, ref: str | None, case_id: str | None) -> tuple[str, str]:
         method, path = endpoint.split(" ", 1)
         values = {"ref": ref or "", "case_id": case_id or ""}
+        for name in PLACEHOLDER_RE.findall(path):
+            # Percent-encoding keeps "/" inside one path segment, but a whole segment of "."
+            # or ".." is still resolved by the URL library ("/a/../b" becomes "/b"), so such
+            # a value would reach another endpoint of the local system.
+            if values[name] in ("", ".", ".."):
+                raise AdapterError(f"{{{name}}} {values[name]!r} cannot be a path segment",
+                                   transient=False)
         path = PLACEHOLDER_RE.sub(lambda m: quote(values[m.group(1)], safe=""), path)
         return method, self.mapping.service.base_url + path
 

@@ -7,6 +7,7 @@ an adapter (a RecursionError, a ValueError, an aiohttp error) would escape them.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,10 +15,12 @@ import pytest
 
 from adapters.base import AdapterError, WebhookRefused
 from adapters.httpcall import Policy, exchange
+from adapters.rest import RestAdapter
 from adapters.signing import sign, verify
 from adapters.xmltree import MAX_DEPTH, SOAP_NS, answer
 
 SECRET = "webhook-secret-for-hardening-tests"
+EXAMPLES = Path(__file__).parent.parent / "adapters" / "examples"
 
 
 def nested(depth: int) -> bytes:
@@ -71,3 +74,23 @@ async def test_a_malformed_http_answer_is_a_transient_adapter_error() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("ref", ["..", ".", ""])
+async def test_a_reference_cannot_climb_out_of_its_path_segment(ref: str) -> None:
+    settings = {"mapping": "rest-reference.toml", "base_url": "http://127.0.0.1:9"}
+    async with aiohttp.ClientSession() as http:
+        adapter = RestAdapter(settings, base=EXAMPLES, session=http, secrets={"api_key": "k"})
+        with pytest.raises(AdapterError, match="cannot be a path segment") as caught:
+            await adapter.withdraw(ref, "CN-430725:0001", "no longer needed")
+    assert not caught.value.transient
+
+
+async def test_a_reference_is_escaped_into_one_segment() -> None:
+    settings = {"mapping": "rest-reference.toml", "base_url": "http://127.0.0.1:9"}
+    async with aiohttp.ClientSession() as http:
+        adapter = RestAdapter(settings, base=EXAMPLES, session=http, secrets={"api_key": "k"})
+        method, url = adapter._url("POST /api/banjian/{ref}/chehui", ref="a/../../x?y#z",
+                                   case_id="CN-430725:0001")
+    assert (method, url) == ("POST", "http://127.0.0.1:9/api/banjian/"
+                                     "a%2F..%2F..%2Fx%3Fy%23z/chehui")
