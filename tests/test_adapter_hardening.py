@@ -17,6 +17,7 @@ from adapters.base import AdapterError, WebhookRefused
 from adapters.httpcall import Policy, exchange
 from adapters.rest import RestAdapter
 from adapters.signing import sign, verify
+from adapters.testing.reference import ReferenceSystem
 from adapters.xmltree import MAX_DEPTH, SOAP_NS, answer
 
 SECRET = "webhook-secret-for-hardening-tests"
@@ -94,3 +95,18 @@ async def test_a_reference_is_escaped_into_one_segment() -> None:
                                    case_id="CN-430725:0001")
     assert (method, url) == ("POST", "http://127.0.0.1:9/api/banjian/"
                                      "a%2F..%2F..%2Fx%3Fy%23z/chehui")
+
+
+async def test_the_reference_feed_refuses_a_non_ascii_cursor(tmp_path: Path) -> None:
+    system = await ReferenceSystem(tmp_path / "local.sqlite", api_key="k").start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for cursor in ("²", "١"):
+                async with http.get(system.url + "/api/shijian", params={"yb": cursor},
+                                    headers={"X-Api-Key": "k"}) as resp:
+                    assert resp.status == 400, cursor
+            async with http.get(system.url + "/api/shijian", params={"yb": "0"},
+                                headers={"X-Api-Key": "k"}) as resp:
+                assert resp.status == 200
+    finally:
+        await system.close()

@@ -100,7 +100,7 @@ async def withdraw(request: web.Request) -> web.Response:
 @routes.get("/api/shijian")
 async def feed(request: web.Request) -> web.Response:
     raw = request.query.get("yb", "0")
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise Invalid("yb 须为非负整数")
     events = await read(request.app[STORE].events_after, int(raw), FEED_LIMIT)
     doc = feed_json(events, int(raw))

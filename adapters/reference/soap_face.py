@@ -124,7 +124,7 @@ async def _chehui(request: web.Request, args: Mapping[str, Any]) -> dict[str, An
 
 async def _chaxun(request: web.Request, args: Mapping[str, Any]) -> dict[str, Any]:
     raw = str(_one(args, "YouBiao") or "0")
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise Invalid("YouBiao 须为非负整数")
     events = await read(request.app[STORE].events_after, int(raw), FEED_LIMIT)
     items = distort_events(request.app, [event_xml(e) for e in events], state_key="ZhuangTai")
