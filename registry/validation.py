@@ -155,7 +155,7 @@ def mask_id(number: str) -> str:
     return number[:6] + "*" * (len(number) - 10) + number[-4:]
 
 
-_ID_IN_TEXT_RE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_ID_IN_TEXT_RE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
 _MOBILE_IN_TEXT_RE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
 
 

@@ -19,6 +19,7 @@ from registry.validation import (
     division,
     mask_id,
     mask_name,
+    mask_numbers,
 )
 from trust.errors import ErrorCode, TongbanError
 
@@ -453,3 +454,16 @@ def test_check_person_refusals(value: object, field: str) -> None:
         check_person(value, "applicant", today=TODAY)
     assert [e.field for e in exc.value.errors] == [field]
     assert "11010519491231002X" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("身份证号11010119900307123X不符", "身份证号110101********123X不符"),
+    ("zjhm=110101199003071234&x", "zjhm=110101********1234&x"),
+    ("id110101199003071234", "id110101********1234"),
+    ("电话 13812345678。", "电话 138****5678。"),
+    # Not an ID or a mobile: longer digit runs, a landline, an order number.
+    ("卡号 6222021234567890123", "卡号 6222021234567890123"),
+    ("0756-5123456, 订单 21234567890123", "0756-5123456, 订单 21234567890123"),
+])
+def test_mask_numbers_in_free_text(text: str, shown: str) -> None:
+    assert mask_numbers(text) == shown
