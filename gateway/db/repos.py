@@ -27,6 +27,11 @@ def _lock_key(name: str) -> int:
 # Built once: constructing an INSERT per call costs more than executing it on SQLite.
 _INSERT_INBOX = insert(inbox)
 _INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)
+_SEQ_KEY = and_(case_sequences.c.case_id == bindparam("key_case"),
+                case_sequences.c.dest == bindparam("key_dest"))
+_LAST_SEQ = select(case_sequences.c.last_seq).where(_SEQ_KEY).with_for_update()
+_INSERT_SEQ = insert(case_sequences)
+_UPDATE_SEQ = update(case_sequences).where(_SEQ_KEY)
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,15 @@ class OutboxState:
     DEAD = "dead"
 
 
+_SET_TOKENS = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+    jti=bindparam("new_jti"), token=bindparam("new_token"),
+    token_exp=bindparam("new_token_exp"))
+_MARK_DELIVERED = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+    state=OutboxState.DELIVERED, receipt=bindparam("new_receipt"),
+    receipt_status=bindparam("new_status"), delivered_at=bindparam("at"),
+    attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"), last_error=None)
+
+
 class OutboxRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -197,20 +211,15 @@ class OutboxRepo:
         """Queue a message inside the caller's transaction; allocates the per-case `seq`."""
         seq: int | None = None
         if case_id is not None:
-            current = (await conn.execute(
-                select(case_sequences.c.last_seq).where(and_(
-                    case_sequences.c.case_id == case_id, case_sequences.c.dest == dest))
-                .with_for_update()
-            )).scalar()
+            key = {"key_case": case_id, "key_dest": dest}
+            current = (await conn.execute(_LAST_SEQ, key)).scalar()
             if current is None:
                 seq = 1
-                await conn.execute(insert(case_sequences).values(
-                    case_id=case_id, dest=dest, last_seq=1))
+                await conn.execute(_INSERT_SEQ, {"case_id": case_id, "dest": dest,
+                                                 "last_seq": 1})
             else:
                 seq = current + 1
-                await conn.execute(update(case_sequences).where(and_(
-                    case_sequences.c.case_id == case_id, case_sequences.c.dest == dest))
-                    .values(last_seq=seq))
+                await conn.execute(_UPDATE_SEQ, {**key, "last_seq": seq})
         jti = str(uuid.uuid4())
         encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         result = await conn.execute(_INSERT_OUTBOX, {
@@ -329,20 +338,14 @@ class OutboxRepo:
     @staticmethod
     async def set_tokens(conn: AsyncConnection, rows: list[SignedCopy]) -> None:
         await conn.execute(
-            update(outbox).where(outbox.c.id == bindparam("row_id")).values(
-                jti=bindparam("new_jti"), token=bindparam("new_token"),
-                token_exp=bindparam("new_token_exp")),
+            _SET_TOKENS,
             [{"row_id": r.row_id, "new_jti": r.jti, "new_token": r.token,
               "new_token_exp": r.token_exp} for r in rows])
 
     @staticmethod
     async def mark_delivered(conn: AsyncConnection, rows: list[Delivery]) -> None:
         await conn.execute(
-            update(outbox).where(outbox.c.id == bindparam("row_id")).values(
-                state=OutboxState.DELIVERED, receipt=bindparam("new_receipt"),
-                receipt_status=bindparam("new_status"), delivered_at=bindparam("at"),
-                attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"),
-                last_error=None),
+            _MARK_DELIVERED,
             [{"row_id": r.row_id, "new_receipt": r.receipt, "new_status": r.status,
               "at": r.at} for r in rows])
         await AuditRepo.append(conn, [AuditRecord(
