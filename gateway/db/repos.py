@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.audit_repo import AuditRecord, AuditRepo
@@ -27,11 +28,19 @@ def _lock_key(name: str) -> int:
 # Built once: constructing an INSERT per call costs more than executing it on SQLite.
 _INSERT_INBOX = insert(inbox)
 _INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)
-_SEQ_KEY = and_(case_sequences.c.case_id == bindparam("key_case"),
-                case_sequences.c.dest == bindparam("key_dest"))
-_LAST_SEQ = select(case_sequences.c.last_seq).where(_SEQ_KEY).with_for_update()
-_INSERT_SEQ = insert(case_sequences)
-_UPDATE_SEQ = update(case_sequences).where(_SEQ_KEY)
+
+
+def _next_seq(dialect: Any) -> Any:
+    """The next `seq` of a case towards a destination, allocated and returned by one upsert
+    (the row stays locked until the transaction ends, as SELECT ... FOR UPDATE would)."""
+    stmt = dialect.insert(case_sequences).values(last_seq=1)
+    return stmt.on_conflict_do_update(
+        index_elements=[case_sequences.c.case_id, case_sequences.c.dest],
+        set_={"last_seq": case_sequences.c.last_seq + 1},
+    ).returning(case_sequences.c.last_seq)
+
+
+_NEXT_SEQ = {"sqlite": _next_seq(sqlite), "postgresql": _next_seq(postgresql)}
 
 
 @dataclass(frozen=True)
@@ -211,15 +220,8 @@ class OutboxRepo:
         """Queue a message inside the caller's transaction; allocates the per-case `seq`."""
         seq: int | None = None
         if case_id is not None:
-            key = {"key_case": case_id, "key_dest": dest}
-            current = (await conn.execute(_LAST_SEQ, key)).scalar()
-            if current is None:
-                seq = 1
-                await conn.execute(_INSERT_SEQ, {"case_id": case_id, "dest": dest,
-                                                 "last_seq": 1})
-            else:
-                seq = current + 1
-                await conn.execute(_UPDATE_SEQ, {**key, "last_seq": seq})
+            seq = int((await conn.execute(_NEXT_SEQ[conn.dialect.name],
+                                          {"case_id": case_id, "dest": dest})).scalar_one())
         jti = str(uuid.uuid4())
         encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         result = await conn.execute(_INSERT_OUTBOX, {
