@@ -172,7 +172,7 @@ async def drive(app: web.Application, args: argparse.Namespace) -> dict[str, Any
                 case_ = service._new_case(app=app_, actor=actor, kind="single",
                                           item=route.item.code, handler=route.handler,
                                           query_hash=None)
-                await service.repo.insert(tx.conn, case_)
+                service.stage_new(tx, case_)
                 await service.send_submit(tx, case_, actor.label)
 
         await service._write(op)

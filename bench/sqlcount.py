@@ -3,7 +3,10 @@
 `StatementCounter.attach(engine)` counts what reaches the driver (a cursor execute).
 `StatementCounter.time_execute()` also times every `AsyncConnection.execute` call of the
 process, from the statement object to the result: SQLAlchemy's compile and parameter work plus
-the driver. On SQLite the driver runs inline on the event loop (gateway/db/sqlite_inline.py), so
+the driver. The kind of a timed call is the one the driver saw last (named from the SQL text,
+cached per text): naming it from the statement object (`get_final_froms`) compiled every SELECT
+a second time and cost the measured process about a fifth of its CPU. On SQLite the driver
+runs inline on the event loop (gateway/db/sqlite_inline.py), so
 that time is CPU time of the loop; on PostgreSQL it includes the network round trip.
 """
 
@@ -26,18 +29,6 @@ def statement_kind(sql: str) -> str:
     return f"{verb} {match[1]}" if match else verb
 
 
-def object_kind(statement: Any) -> str:
-    """`INSERT cases`, `SELECT outbox`, ... from a statement object, without compiling it."""
-    verb = str(getattr(statement, "__visit_name__", "?")).upper()
-    table = getattr(statement, "table", None)
-    if table is None:
-        froms = getattr(statement, "get_final_froms", None)
-        found = froms() if callable(froms) else []
-        table = found[0] if found else None
-    name = getattr(table, "name", None) or getattr(getattr(table, "left", None), "name", None)
-    return f"{verb} {name}" if name else verb
-
-
 class StatementCounter:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -45,11 +36,18 @@ class StatementCounter:
         self.uncacheable: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
         self.calls: Counter[str] = Counter()
+        self._kinds: dict[str, str] = {}
+        # Kind of the last statement each (sync) connection sent: execute calls of several
+        # connections interleave on PostgreSQL.
+        self._last: dict[int, str] = {}
 
     def attach(self, engine: AsyncEngine) -> AsyncEngine:
-        def count(_conn: Any, _cursor: Any, statement: str, _params: Any, context: Any,
+        def count(conn: Any, _cursor: Any, statement: str, _params: Any, context: Any,
                   _many: bool) -> None:
-            kind = statement_kind(statement)
+            kind = self._kinds.get(statement)
+            if kind is None:
+                kind = self._kinds[statement] = statement_kind(statement)
+            self._last[id(conn)] = kind
             self.counts[kind] += 1
             # Statements compiled afresh instead of taken from SQLAlchemy's compiled cache.
             hit = getattr(context, "cache_hit", None)
@@ -64,14 +62,16 @@ class StatementCounter:
 
     def time_execute(self) -> None:
         original = AsyncConnection.execute
-        seconds, calls = self.seconds, self.calls
+        seconds, calls, last = self.seconds, self.calls, self._last
 
         async def timed(conn: AsyncConnection, statement: Any, *args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
                 return await original(conn, statement, *args, **kwargs)
             finally:
-                kind = object_kind(statement)
+                sync = conn.sync_connection
+                kind = (last.pop(id(sync), None) if sync is not None else None) or \
+                    str(getattr(statement, "__visit_name__", "?")).upper()
                 seconds[kind] = seconds.get(kind, 0.0) + time.perf_counter() - started
                 calls[kind] += 1
 

@@ -271,7 +271,7 @@ async def _receive_submission(service: CaseService, tx: Tx, msg: CaseMessage) ->
               "delivery": app.delivery.to_json(), "loa": app.loa,
               "courier": list(app.courier), "parent": body.get("parent")},
         clock={}, created_at=now, updated_at=now, item_code=item.code)
-    await service.repo.insert(tx.conn, case_)
+    service.stage_new(tx, case_)  # inserted once its first transitions are applied
     # The window's steps, as the receiver recorded them, so both histories match.
     for i, step in enumerate(history):
         if not isinstance(step, Mapping) or not isinstance(step.get("event"), str):
@@ -290,5 +290,6 @@ async def _receive_submission(service: CaseService, tx: Tx, msg: CaseMessage) ->
     case_ = await service._move(tx, case_, "case.submit", target, owner=Side.RECEIVER,
                                 actor=msg.iss, body=body, send=False, at=float(body["at"]),
                                 jti=msg.jti)
+    await service.flush(tx)
     if service.certs is not None:
         await service.certs.request_checks(tx, case_)

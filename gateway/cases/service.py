@@ -108,6 +108,9 @@ class Tx:
 
     conn: AsyncConnection
     wake: set[str] = field(default_factory=set)
+    # New cases whose INSERT waits until their first transitions are applied (`stage_new`),
+    # so a case that arrives and moves on at once is written once, not inserted and updated.
+    unsaved: dict[str, Case] = field(default_factory=dict)
 
 
 class CaseService:
@@ -180,6 +183,23 @@ class CaseService:
         async with self._engine.connect() as conn:
             return await self.repo.volume_since(conn, since)
 
+    # --- writing --------------------------------------------------------------------------
+    def stage_new(self, tx: Tx, case_: Case) -> None:
+        """A new case, inserted by `flush` (at the latest when `_after_enter` runs code that
+        may read it back); until then `_move` changes the staged copy instead of the row."""
+        tx.unsaved[case_.case_id] = case_
+
+    async def flush(self, tx: Tx) -> None:
+        while tx.unsaved:
+            _, case_ = tx.unsaved.popitem()
+            await self.repo.insert(tx.conn, case_)
+
+    async def _save(self, tx: Tx, case_: Case) -> None:
+        if case_.case_id in tx.unsaved:
+            tx.unsaved[case_.case_id] = case_
+        else:
+            await self.repo.save(tx.conn, case_)
+
     # --- the one place a case changes state --------------------------------------------
     async def _move(self, tx: Tx, case_: Case, event: str, target: CaseState, *,
                     owner: Side, actor: str, body: Mapping[str, Any] | None = None,
@@ -208,7 +228,7 @@ class CaseService:
                 (event == "case.accept" or target is S.IN_REVIEW):
             # The decision date travels with the message, so the receiver shows the same.
             body.setdefault("decision_due", moved.decision_due)
-        await self.repo.save(tx.conn, moved)
+        await self._save(tx, moved)
         detail = {k: v for k, v in body.items() if k not in ("at", "applicant")}
         dest = moved.counterpart
         if send and dest is not None:
@@ -288,14 +308,17 @@ class CaseService:
 
     async def _after_enter(self, tx: Tx, case_: Case) -> Case:
         """What a state sets off by itself."""
-        if case_.side is Side.HANDLER and case_.state in (S.SUBMITTED, S.FORWARDED):
-            if self.local is not None:
-                # handler_received waits until the local case system has the case.
-                await self.local.case_arrived(tx, case_)
-                return case_
+        if case_.side is Side.HANDLER and case_.state in (S.SUBMITTED, S.FORWARDED) and \
+                self.local is None:
             # No local system: the case waits in the handling officers' queue (the API).
             return await self._move(tx, case_, "case.status", S.HANDLER_RECEIVED,
                                     owner=Side.HANDLER, actor=self.me, send=True)
+        await self.flush(tx)  # what follows may read the case back
+        if case_.side is Side.HANDLER and case_.state in (S.SUBMITTED, S.FORWARDED) and \
+                self.local is not None:
+            # handler_received waits until the local case system has the case.
+            await self.local.case_arrived(tx, case_)
+            return case_
         if case_.side is Side.HANDLER and case_.state is S.WITHDRAWN and \
                 self.local is not None:
             await self.local.case_withdrawn(tx, case_, "withdrawn by the applicant")
@@ -433,7 +456,7 @@ class CaseService:
                 case_ = self._new_case(app=app, actor=actor, kind="single",
                                        item=routes[0].item.code, handler=routes[0].handler,
                                        query_hash=query_hash)
-                await self.repo.insert(tx.conn, case_)
+                self.stage_new(tx, case_)
                 return await self.send_submit(tx, case_, actor.label)
             from gateway.cases.parents import create_parent
             return await create_parent(self, tx, app, routes, actor, query_hash)

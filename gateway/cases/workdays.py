@@ -55,6 +55,9 @@ class ChineseCalendarSource:
 
     def __init__(self) -> None:
         self._covered: dict[int, bool] = {}
+        # The package's tables never change in a process; its lookup validates and converts
+        # the date each time, and every case that arrives counts five working days ahead.
+        self._days: dict[datetime.date, bool] = {}
 
     def covers(self, day: datetime.date) -> bool:
         year = day.year
@@ -69,7 +72,10 @@ class ChineseCalendarSource:
         return self._covered[year]
 
     def is_workday(self, day: datetime.date) -> bool:
-        return bool(chinese_calendar.is_workday(day))
+        known = self._days.get(day)
+        if known is None:
+            known = self._days[day] = bool(chinese_calendar.is_workday(day))
+        return known
 
 
 @dataclass(frozen=True)

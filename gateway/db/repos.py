@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.audit_repo import AuditRecord, AuditRepo
@@ -27,6 +28,19 @@ def _lock_key(name: str) -> int:
 # Built once: constructing an INSERT per call costs more than executing it on SQLite.
 _INSERT_INBOX = insert(inbox)
 _INSERT_OUTBOX = insert(outbox).returning(outbox.c.id)
+
+
+def _next_seq(dialect: Any) -> Any:
+    """The next `seq` of a case towards a destination, allocated and returned by one upsert
+    (the row stays locked until the transaction ends, as SELECT ... FOR UPDATE would)."""
+    stmt = dialect.insert(case_sequences).values(last_seq=1)
+    return stmt.on_conflict_do_update(
+        index_elements=[case_sequences.c.case_id, case_sequences.c.dest],
+        set_={"last_seq": case_sequences.c.last_seq + 1},
+    ).returning(case_sequences.c.last_seq)
+
+
+_NEXT_SEQ = {"sqlite": _next_seq(sqlite), "postgresql": _next_seq(postgresql)}
 
 
 @dataclass(frozen=True)
@@ -186,6 +200,15 @@ class OutboxState:
     DEAD = "dead"
 
 
+_SET_TOKENS = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+    jti=bindparam("new_jti"), token=bindparam("new_token"),
+    token_exp=bindparam("new_token_exp"))
+_MARK_DELIVERED = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
+    state=OutboxState.DELIVERED, receipt=bindparam("new_receipt"),
+    receipt_status=bindparam("new_status"), delivered_at=bindparam("at"),
+    attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"), last_error=None)
+
+
 class OutboxRepo:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -207,20 +230,8 @@ class OutboxRepo:
         """Queue a message inside the caller's transaction; allocates the per-case `seq`."""
         seq: int | None = None
         if case_id is not None:
-            current = (await conn.execute(
-                select(case_sequences.c.last_seq).where(and_(
-                    case_sequences.c.case_id == case_id, case_sequences.c.dest == dest))
-                .with_for_update()
-            )).scalar()
-            if current is None:
-                seq = 1
-                await conn.execute(insert(case_sequences).values(
-                    case_id=case_id, dest=dest, last_seq=1))
-            else:
-                seq = current + 1
-                await conn.execute(update(case_sequences).where(and_(
-                    case_sequences.c.case_id == case_id, case_sequences.c.dest == dest))
-                    .values(last_seq=seq))
+            seq = int((await conn.execute(_NEXT_SEQ[conn.dialect.name],
+                                          {"case_id": case_id, "dest": dest})).scalar_one())
         jti = str(uuid.uuid4())
         encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         result = await conn.execute(_INSERT_OUTBOX, {
@@ -287,14 +298,13 @@ class OutboxRepo:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                    {"key": _lock_key("outbox:" + dest)})
                 query = query.with_for_update(skip_locked=True)
-            ids = [r.id for r in (await conn.execute(query)).all()]
-            if not ids:
-                return []
-            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(
-                claimed_by=owner, claimed_until=now + lease))
-            rows = (await conn.execute(select(*self._cols).where(outbox.c.id.in_(ids))
-                                       .order_by(outbox.c.id))).all()
-        return [self._entry(r) for r in rows]
+            # Choose, claim and read in one statement (it was three: a claim runs after every
+            # wake of a busy destination).
+            rows = (await conn.execute(
+                update(outbox).where(outbox.c.id.in_(query))
+                .values(claimed_by=owner, claimed_until=now + lease)
+                .returning(*self._cols))).all()
+        return sorted((self._entry(r) for r in rows), key=lambda e: e.id)
 
     async def release(self, owner: str) -> int:
         """Graceful shutdown: hand this process's undelivered messages back at once."""
@@ -340,20 +350,14 @@ class OutboxRepo:
     @staticmethod
     async def set_tokens(conn: AsyncConnection, rows: list[SignedCopy]) -> None:
         await conn.execute(
-            update(outbox).where(outbox.c.id == bindparam("row_id")).values(
-                jti=bindparam("new_jti"), token=bindparam("new_token"),
-                token_exp=bindparam("new_token_exp")),
+            _SET_TOKENS,
             [{"row_id": r.row_id, "new_jti": r.jti, "new_token": r.token,
               "new_token_exp": r.token_exp} for r in rows])
 
     @staticmethod
     async def mark_delivered(conn: AsyncConnection, rows: list[Delivery]) -> None:
         await conn.execute(
-            update(outbox).where(outbox.c.id == bindparam("row_id")).values(
-                state=OutboxState.DELIVERED, receipt=bindparam("new_receipt"),
-                receipt_status=bindparam("new_status"), delivered_at=bindparam("at"),
-                attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"),
-                last_error=None),
+            _MARK_DELIVERED,
             [{"row_id": r.row_id, "new_receipt": r.receipt, "new_status": r.status,
               "at": r.at} for r in rows])
         await AuditRepo.append(conn, [AuditRecord(

@@ -161,19 +161,28 @@ class PeerQueue:
         self._failures = 0
         self._retry_at = 0.0
         self._rescan = True
+        # Whether the outbox may hold rows the buffer lacks: something was queued for this
+        # destination (`wake`), or the last claim filled its page. Without either, a refill
+        # would be an empty claim transaction after every settled send.
+        self._maybe_more = True
 
     def wake(self, *, rescan: bool = False) -> None:
         if rescan:
             self._rescan = True
+        self._maybe_more = True
         self._wake.set()
 
     async def reset_backoff(self) -> None:
-        """The peer just proved it is up: forget its backoff."""
-        if self._failures or self._retry_at:
-            self._failures, self._retry_at = 0, 0.0
-            await self._ctx.destinations.record_success(self.dest, self._ctx.clock())
-        self._rescan = True
-        self.wake()
+        """The peer just proved it is up: forget its backoff.
+
+        Without a backoff there is nothing to forget, and nothing to look at again: a rescan
+        here, once per inbound message, re-read and re-decoded the whole pending queue.
+        """
+        if not (self._failures or self._retry_at):
+            return
+        self._failures, self._retry_at = 0, 0.0
+        await self._ctx.destinations.record_success(self.dest, self._ctx.clock())
+        self.wake(rescan=True)
 
     async def _idle(self, seconds: float) -> None:
         """Wait for new work, a finished send, or the timeout, whichever comes first."""
@@ -215,7 +224,8 @@ class PeerQueue:
             # still hold (or can), rather than send from memory what another process took.
             self._rescan = True
             return
-        if self._rescan or len(self._buffer) < ctx.settings.concurrency * 4:
+        if self._rescan or (self._maybe_more and
+                            len(self._buffer) < ctx.settings.concurrency * 4):
             await self._refill()
         started = self._start_eligible()
         if not self._in_flight:
@@ -232,9 +242,17 @@ class PeerQueue:
             flying = self._flight_ids()
             self._buffer = {k: v for k, v in self._buffer.items() if k in flying}
         after = 0 if self._rescan else self._max_seen
-        rows = await ctx.repo.claim_for(self.dest, ctx.settings.concurrency * 16, after,
-                                        owner=ctx.owner, lease=ctx.settings.claim_lease,
-                                        now=ctx.clock())
+        limit = ctx.settings.concurrency * 16
+        self._maybe_more = False  # a wake during the claim below sets it again
+        try:
+            rows = await ctx.repo.claim_for(self.dest, limit, after,
+                                            owner=ctx.owner, lease=ctx.settings.claim_lease,
+                                            now=ctx.clock())
+        except Exception:
+            self._maybe_more = True
+            raise
+        if len(rows) >= limit:
+            self._maybe_more = True
         for row in rows:
             if row.id not in self._buffer:
                 self._buffer[row.id] = row
