@@ -9,9 +9,11 @@ with apt when it is missing, so the README's test command needs nothing else.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,14 +38,23 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    if shutil.which(CHROMIUM) is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False,
-                       capture_output=True, timeout=600)
-        if shutil.which(CHROMIUM) is None:
-            subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True,
-                           timeout=600)
-            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True,
-                           capture_output=True, timeout=600)
+    # Session scope is per xdist worker: two workers may both find chromium missing, and two
+    # apt-gets at once fail on dpkg's lock. The first takes this lock and installs; the other
+    # waits for it and then finds chromium there.
+    lock_path = Path(tempfile.gettempdir()) / "tongban-tests-chromium.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if shutil.which(CHROMIUM) is None:
+                subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False,
+                               capture_output=True, timeout=600)
+            if shutil.which(CHROMIUM) is None:
+                subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True,
+                               timeout=600)
+                subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True,
+                               capture_output=True, timeout=600)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     assert shutil.which(CHROMIUM) is not None, "Debian's chromium could not be installed"
     return CHROMIUM
 
