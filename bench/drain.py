@@ -78,11 +78,13 @@ async def counts(config: GatewayConfig) -> dict[str, Any]:
     engine = make_engine(config.database.url)
     try:
         async with engine.connect() as conn:
+            # Case messages only: the operator (the sender here) also queues registry notices.
             by_state: dict[str, int] = dict((await conn.execute(
-                select(outbox.c.state, func.count()).group_by(outbox.c.state))).all())
+                select(outbox.c.state, func.count()).where(outbox.c.type.like("case.%"))
+                .group_by(outbox.c.state))).all())
             statuses: dict[str, int] = dict((await conn.execute(
                 select(outbox.c.receipt_status, func.count())
-                .where(outbox.c.state == OutboxState.DELIVERED)
+                .where(outbox.c.state == OutboxState.DELIVERED, outbox.c.type.like("case.%"))
                 .group_by(outbox.c.receipt_status))).all())
             case_states: dict[str, int] = dict((await conn.execute(
                 select(cases.c.state, func.count()).group_by(cases.c.state))).all())
@@ -155,7 +157,8 @@ async def drain_run(backend_name: str, root: Path, count: int) -> dict[str, Any]
                     async with engine.connect() as conn:
                         delivered = (await conn.execute(
                             select(func.count()).select_from(outbox)
-                            .where(outbox.c.state == OutboxState.DELIVERED))).scalar_one()
+                            .where(outbox.c.state == OutboxState.DELIVERED,
+                                   outbox.c.type == "case.submit"))).scalar_one()
                         answered = (await conn.execute(
                             select(func.count()).select_from(cases)
                             .where(cases.c.state == "handler_received"))).scalar_one()
