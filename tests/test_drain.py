@@ -3,8 +3,8 @@
 Taoyuan is stopped while Doumen queues 10 messages for each of 40 cases, interleaved across the
 cases as they would be in a working day. Doumen keeps trying and failing; nothing is given up.
 When Taoyuan starts again the whole backlog arrives: every message once, and each case's
-messages in the order they were queued (a later message of a case is never sent while an
-earlier one is undelivered). The drain rate is measured by bench/drain.py, not here.
+messages arrive (inbox rows) and are applied in the order they were queued. The drain rate is
+measured by bench/drain.py, not here.
 """
 
 from __future__ import annotations

@@ -86,8 +86,10 @@ DRIVE_TIMEOUT = 600  # for one case's whole life, kills included; a stuck case f
 # The transitions every case goes through, on both copies, in this order.
 LIFE = ("submitted", "handler_received", "supplement_required", "submitted", "handler_received",
         "accepted", "in_review", "concluded", "delivered", "evaluated")
-MESSAGES_PER_CASE = {DOUMEN.member_id: 3, TAOYUAN.member_id: 8}  # everything but `evaluated`'s
-# own state change is announced by the side that owns it; case.supplement is a request.
+# Doumen sends case.submit, the request case.supplement and case.evaluate; Taoyuan the other
+# eight transitions (handler_received twice, supplement_required, submitted, accepted,
+# in_review, concluded, delivered), each announced by the side that owns it.
+MESSAGES_PER_CASE = {DOUMEN.member_id: 3, TAOYUAN.member_id: 8}
 
 
 class Federation:
