@@ -181,8 +181,8 @@ class Node:
         return entry
 
     async def outbox(self, state: str | None = None) -> list[OutboxEntry]:
-        async with self._engine() as engine:
-            return await OutboxRepo(engine).list_entries(state=state)
+        async with self._engine() as engine:  # all of them: the repo's default stops at 1,000
+            return await OutboxRepo(engine).list_entries(state=state, limit=1_000_000)
 
     async def inbox(self, *, cases_only: bool = True) -> list[InboxEntry]:
         """Stored inbound messages; by default without the operator's registry notices."""

@@ -45,28 +45,32 @@ def second_process(node: Node) -> Node:
                 reserved=sock, adapter_classes={})
 
 
+CASES = 200  # the load of issue 7: 2,000 messages across 200 cases
+ROUNDS = 10
+
+
 async def test_two_processes_send_each_message_once_in_order(fed: Federation) -> None:
     doumen, taoyuan = fed[DOUMEN], fed[TAOYUAN]
     other = second_process(doumen)
     await other.start()
     try:
-        cases = [new_case(DOUMEN) for _ in range(20)]
-        for round_ in range(10):
+        cases = [new_case(DOUMEN) for _ in range(CASES)]
+        for round_ in range(ROUNDS):
             for case_id in cases:
                 await doumen.send(TAOYUAN, "case.submit" if round_ == 0 else "case.status",
                                   case_id=case_id, body={"round": round_})
         assert other.app is not None
         other.app[K.DISPATCHER].notify()
 
-        delivered = await doumen.wait_delivered(200, timeout=60)
-        assert len(delivered) == 200
+        delivered = await doumen.wait_delivered(CASES * ROUNDS, timeout=300)
+        assert len(delivered) == CASES * ROUNDS
         # A second send of the same message would have been receipted `duplicate`.
         assert {e.receipt_status for e in delivered} == {"accepted"}
         applied = taoyuan.counter.applied
-        assert len(applied) == len(set(applied)) == 200
+        assert len(applied) == len(set(applied)) == CASES * ROUNDS
         for case_id in cases:
             seqs = [seq for _, case, seq in applied if case == case_id]
-            assert seqs == list(range(1, 11))  # in order per case
+            assert seqs == list(range(1, ROUNDS + 1))  # in order per case
     finally:
         await other.stop()
 
