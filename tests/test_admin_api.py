@@ -44,6 +44,8 @@ async def test_dead_letters_listed_and_requeued(fed: Federation,
     window = await Api(http, doumen).as_clerk("window")
     await window.call("GET", "/admin/v1/outbox", expect=403)
     await admin.call("GET", "/admin/v1/outbox?state=lost", expect=422)
+    for bad in ("limit=0", "limit=501", "after=-1", "after=%C2%B2", "limit=x"):
+        await admin.call("GET", f"/admin/v1/outbox?{bad}", expect=422)
     assert (await admin.call("POST", f"/admin/v1/outbox/{entry.id}/retry"))["requeued"] == 1
     await admin.call("POST", "/admin/v1/outbox/999999/retry", expect=404)
 
@@ -52,3 +54,22 @@ async def test_dead_letters_listed_and_requeued(fed: Federation,
         return row.attempts >= 2
 
     await wait_for(tried_again, what="the requeued message to be tried again")
+
+
+async def test_outbox_listing_pages_by_id(fed: Federation, http: aiohttp.ClientSession) -> None:
+    doumen = fed[DOUMEN]
+    for _ in range(5):
+        await doumen.send(TAOYUAN, "case.accept", case_id=new_case(DOUMEN),
+                          body={"at": doumen.clock()})
+    every = [e.id for e in await doumen.outbox()]
+    admin = await Api(http, doumen).as_clerk("auditor")
+    seen: list[int] = []
+    after = 0
+    while True:
+        page = await admin.call("GET", f"/admin/v1/outbox?limit=2&after={after}")
+        seen += [m["id"] for m in page["messages"]]
+        assert len(page["messages"]) <= 2
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert seen == every  # each once, in order, none skipped

@@ -253,8 +253,10 @@ class OutboxRepo:
         return None if row is None else self._entry(row)
 
     async def list_entries(self, *, dest: str | None = None, state: str | None = None,
-                   limit: int = 1000) -> list[OutboxEntry]:
-        query = select(*self._cols).order_by(outbox.c.id).limit(limit)
+                           limit: int = 1000, after: int = 0) -> list[OutboxEntry]:
+        """Oldest first, from the first id above `after` (keyset paging, so a listing of a
+        long backlog never skips or repeats rows while it grows)."""
+        query = select(*self._cols).where(outbox.c.id > after).order_by(outbox.c.id).limit(limit)
         if dest is not None:
             query = query.where(outbox.c.dest == dest)
         if state is not None:

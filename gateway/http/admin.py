@@ -27,6 +27,19 @@ def _entry(e: OutboxEntry) -> dict[str, object]:
             "last_error": e.last_error, "receipt_status": e.receipt_status}
 
 
+PAGE = 500
+
+
+def _whole_number(request: web.Request, name: str, *, default: int, most: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > most:
+        raise TongbanError(f"{name} must be a whole number up to {most}",
+                           code=ErrorCode.INVALID_BODY)
+    return int(raw)
+
+
 @routes.get("/admin/v1/outbox")
 async def outbox(request: web.Request) -> web.Response:
     require_role(await _actor(request), "admin", "auditor")
@@ -34,8 +47,16 @@ async def outbox(request: web.Request) -> web.Response:
     if state is not None and state not in STATES:
         raise TongbanError(f"state must be one of {', '.join(STATES)}",
                            code=ErrorCode.INVALID_BODY)
-    entries = await request.app[K.OUTBOX_REPO].list_entries(state=state, limit=500)
-    return web.json_response({"messages": [_entry(e) for e in entries]})
+    after = _whole_number(request, "after", default=0, most=2**62)
+    limit = _whole_number(request, "limit", default=PAGE, most=PAGE)
+    if limit == 0:
+        raise TongbanError("limit must be at least 1", code=ErrorCode.INVALID_BODY)
+    entries = await request.app[K.OUTBOX_REPO].list_entries(state=state, limit=limit,
+                                                            after=after)
+    # A full page may have more behind it: the client asks again from the last id it saw.
+    following = entries[-1].id if len(entries) == limit else None
+    return web.json_response({"messages": [_entry(e) for e in entries],
+                              "next_after": following})
 
 
 @routes.post("/admin/v1/outbox/{row_id}/retry")
