@@ -103,7 +103,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
                           "federation.development_mode = true)")
 
     async def database(app: web.Application) -> AsyncIterator[None]:
-        engine = make_engine(config.database.url)
+        engine = make_engine(config.database.url, pool_size=config.database.pool_size)
         try:
             await require_current(engine)
         except Exception:

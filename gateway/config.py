@@ -50,6 +50,8 @@ class ServerSection(_Section):
 
 class DatabaseSection(_Section):
     url: str = "sqlite+aiosqlite:///tongban.db"
+    # PostgreSQL connections this process may hold (as many again in bursts); SQLite uses one.
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 10
 
 
 class KeysSection(_Section):

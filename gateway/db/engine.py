@@ -6,7 +6,13 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.db import sqlite_inline  # noqa: F401 - registers the sqlite+tongban_inline dialect
@@ -15,7 +21,7 @@ from trust.errors import ConfigError
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -45,7 +51,25 @@ def make_engine(url: str) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                               pool_pre_ping=True)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True when `exc` says the database could not be reached or had no room for us (server
+    down or restarting, too many clients, pool exhausted), not that a statement was wrong: the
+    request may succeed if tried again, so callers answer 503 rather than a 500 that reads as
+    our bug. PostgreSQL's SQLSTATE classes 08 (connection), 53 (insufficient resources, e.g.
+    53300 too many connections) and 57P (shutdown, cannot connect now) say so; asyncpg's errors
+    reach us as a plain DBAPIError carrying the code."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = str(getattr(exc.orig, "sqlstate", None) or "")
+        return state.startswith(("08", "53", "57P"))
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 async def create_schema(engine: AsyncEngine) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.db.engine import database_unreachable
 from trust.errors import ErrorCode, TongbanError
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         code = _HTTP_CODES.get(exc.status, ErrorCode.MALFORMED if exc.status < 500
                                else ErrorCode.INTERNAL)
         return problem(code, exc.reason or code.problem_title, rid)
-    except Exception:
+    except Exception as exc:
+        if database_unreachable(exc):
+            log.warning("%s %s -> unavailable: database not reachable: %s", request.method,
+                        request.path, type(exc.__cause__ or exc).__name__)
+            response = problem(ErrorCode.UNAVAILABLE,
+                               "the database is not reachable just now; try again shortly", rid)
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(ErrorCode.INTERNAL, "internal error; quote the instance id", rid)
     response.headers["X-Request-Id"] = rid
