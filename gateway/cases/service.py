@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.cases import clocks
@@ -47,6 +48,7 @@ from gateway.cases.states import (
 )
 from gateway.cases.workdays import WorkCalendar
 from gateway.db.case_repo import CaseRepo
+from gateway.db.idempotency_repo import IdempotencyRepo
 from gateway.db.repos import OutboxRepo
 from gateway.federation.outbox import enqueue
 from gateway.registry_client import RegistryHolder
@@ -65,6 +67,9 @@ CHINA = datetime.timezone(datetime.timedelta(hours=8))  # no DST: a fixed offset
 S = CaseState
 T = TypeVar("T")
 DONE = frozenset({S.CONCLUDED, S.DELIVERED, S.EVALUATED})
+# How long an Idempotency-Key is remembered: portals retry within minutes; a day leaves room
+# for a phone that comes back online the next morning. The clock scan sweeps older keys.
+IDEMPOTENCY_RETENTION = 24 * 3600.0
 
 
 class NotFound(TongbanError):
@@ -92,6 +97,28 @@ class Actor:
 
 
 SYSTEM = Actor(kind="system", subject="gateway")
+
+
+class IdempotencyKeyReused(TongbanError):
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A caller's Idempotency-Key and the fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Filed:
+    """A filed case as its reply shows it; `replayed`: filed by an earlier request (same key)."""
+
+    case: Case
+    password: str
+    status: int = 201
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +159,7 @@ class CaseService:
         self._blob_present = blob_present
         self.certs: CertService | None = None  # set by the app once certificates are wired
         self.local: LocalBridge | None = None  # set by the app when an adapter is configured
+        self.idempotency = IdempotencyRepo()
 
     @property
     def me(self) -> str:
@@ -437,8 +465,12 @@ class CaseService:
                                 body=self.submit_body(case_, history), send=True,
                                 att=self.attachments(case_))
 
-    async def submit(self, actor: Actor, app: Application) -> tuple[Case, str]:
+    async def submit(self, actor: Actor, app: Application, *,
+                     idempotency: IdempotencyKey | None = None) -> Filed:
         """An online application from the portal (全程网办), a joint case, or a bundle."""
+        earlier = await self._earlier(actor, idempotency)
+        if earlier is not None:
+            return earlier
         if actor.kind == "applicant" and actor.applicant_key != \
                 self.applicant_key(app.applicant.identity):
             raise Forbidden("an applicant can only apply for themselves")
@@ -448,10 +480,8 @@ class CaseService:
             raise InvalidInput(FieldError("mode", "proxy cases start at a window "
                                                   "(POST /api/v1/window/cases)"))
         routes = self.plan(app, intake=False)
-        password = credentials.new_query_password()
-        query_hash = credentials.hash_password(password, n=2**14)
 
-        async def op(tx: Tx) -> Case:
+        async def create(tx: Tx, query_hash: str) -> Case:
             if app.kind == "single":
                 case_ = self._new_case(app=app, actor=actor, kind="single",
                                        item=routes[0].item.code, handler=routes[0].handler,
@@ -461,20 +491,21 @@ class CaseService:
             from gateway.cases.parents import create_parent
             return await create_parent(self, tx, app, routes, actor, query_hash)
 
-        case_ = await self._write(op)
-        return case_, password
+        return await self._file(actor, idempotency, create)
 
     async def window_intake(self, actor: Actor, app: Application,
-                            identity_check: Mapping[str, Any]) -> tuple[Case, str]:
+                            identity_check: Mapping[str, Any], *,
+                            idempotency: IdempotencyKey | None = None) -> Filed:
         """The receiving window takes an application (异地代收): identity checked in person."""
+        earlier = await self._earlier(actor, idempotency)
+        if earlier is not None:
+            return earlier
         if app.kind != "single" or app.mode != Mode.PROXY.value:
             raise InvalidInput(FieldError("mode", "the window takes single proxy cases"))
         routes = self.plan(app, intake=True)
         check_loa(routes[0].item, app.loa)
-        password = credentials.new_query_password()
-        query_hash = credentials.hash_password(password, n=2**14)
 
-        async def op(tx: Tx) -> Case:
+        async def create(tx: Tx, query_hash: str) -> Case:
             case_ = self._new_case(app=app, actor=actor, kind="single",
                                    item=routes[0].item.code, handler=routes[0].handler,
                                    query_hash=query_hash)
@@ -484,8 +515,65 @@ class CaseService:
                                     body={"identity_check": dict(identity_check),
                                           "route": routes[0].reason})
 
-        case_ = await self._write(op)
-        return case_, password
+        return await self._file(actor, idempotency, create)
+
+    def _query_password(self, actor: Actor, idempotency: IdempotencyKey | None) -> str:
+        if idempotency is None:
+            return credentials.new_query_password()
+        return credentials.derived_query_password(self._secret,
+                                                  f"{actor.label}\n{idempotency.key}")
+
+    async def _earlier(self, actor: Actor,
+                       idempotency: IdempotencyKey | None) -> Filed | None:
+        """The case an earlier request with this caller's key filed, if there was one.
+
+        Looked up before the application is checked, so a retry gets its case back even when
+        the same application would now be refused (a stale registry, a full quota)."""
+        if idempotency is None:
+            return None
+        async with self._engine.connect() as conn:
+            record = await self.idempotency.get(conn, caller=actor.label,
+                                                key=idempotency.key)
+        if record is None:
+            return None
+        if record.fingerprint != idempotency.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for a different request; a new request "
+                "needs a new key")
+        return Filed(case=await self.get(record.case_id),
+                     password=self._query_password(actor, idempotency),
+                     status=record.status, replayed=True)
+
+    async def _file(self, actor: Actor, idempotency: IdempotencyKey | None,
+                    create: Callable[[Tx, str], Awaitable[Case]]) -> Filed:
+        """Create a case and, in the same transaction, remember the key that filed it."""
+        password = self._query_password(actor, idempotency)
+        query_hash = credentials.hash_password(password, n=2**14)
+
+        async def op(tx: Tx) -> Case:
+            case_ = await create(tx, query_hash)
+            if idempotency is not None:
+                await self.idempotency.record(
+                    tx.conn, caller=actor.label, key=idempotency.key,
+                    fingerprint=idempotency.fingerprint, case_id=case_.case_id, status=201,
+                    now=self._clock())
+            return case_
+
+        try:
+            case_ = await self._write(op)
+        except IntegrityError:
+            # A concurrent request with the same key committed first; ours is rolled back.
+            earlier = await self._earlier(actor, idempotency)
+            if earlier is None:
+                raise
+            return earlier
+        return Filed(case=case_, password=password)
+
+    async def sweep_idempotency_keys(self) -> int:
+        """Forget Idempotency-Keys older than IDEMPOTENCY_RETENTION; how many were dropped."""
+        async with self._engine.begin() as conn:
+            return await self.idempotency.sweep(
+                conn, before=self._clock() - IDEMPOTENCY_RETENTION)
 
     async def _locked(self, tx: Tx, case_id: str) -> Case:
         found = await self.repo.get(tx.conn, case_id, for_update=True)
