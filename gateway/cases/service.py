@@ -566,6 +566,8 @@ class CaseService:
             earlier = await self._earlier(actor, idempotency)
             if earlier is None:
                 raise
+            log.info("concurrent retry with one Idempotency-Key: answered with case %s",
+                     earlier.case.case_id)
             return earlier
         return Filed(case=case_, password=password)
 
