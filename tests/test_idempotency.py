@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from gateway import appkeys as K
 from gateway.db.schema import cases, idempotency_keys, outbox
+from trust import credentials
 
 OTHER_PORTAL = "other-portal"
 OTHER_SECRET = "other-portal-secret-0123456789abcdef"
@@ -297,3 +298,17 @@ async def test_keys_are_kept_a_day_then_swept(
     assert await service.sweep_idempotency_keys() == 1
     assert await count(taoyuan, idempotency_keys) == 0
     assert await count(taoyuan, cases) == 1  # the case itself stays, of course
+
+
+def test_a_derived_query_password_depends_on_caller_key_and_request() -> None:
+    """A replay repeats the password; a key reused for another request (once forgotten, or by
+    another caller) never hands out the first applicant's password."""
+    secret = credentials.new_secret()
+    first = credentials.derived_query_password(secret, "portal:a\nk\nf1")
+    assert first == credentials.derived_query_password(secret, "portal:a\nk\nf1")
+    assert len(first) == 8 and first.isdigit()
+    others = {credentials.derived_query_password(secret, c)
+              for c in ("portal:a\nk\nf2", "portal:b\nk\nf1", "portal:a\nk2\nf1")}
+    assert first not in others
+    assert first != credentials.derived_query_password(credentials.new_secret(),
+                                                       "portal:a\nk\nf1")

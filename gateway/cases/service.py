@@ -518,10 +518,14 @@ class CaseService:
         return await self._file(actor, idempotency, create)
 
     def _query_password(self, actor: Actor, idempotency: IdempotencyKey | None) -> str:
+        """Random, or for a keyed request derived from it, so a replay can repeat it.
+
+        The fingerprint is part of the derivation: a portal that reuses a key once the gateway
+        has forgotten it, for another applicant, must not hand out the first one's password."""
         if idempotency is None:
             return credentials.new_query_password()
-        return credentials.derived_query_password(self._secret,
-                                                  f"{actor.label}\n{idempotency.key}")
+        return credentials.derived_query_password(
+            self._secret, f"{actor.label}\n{idempotency.key}\n{idempotency.fingerprint}")
 
     async def _earlier(self, actor: Actor,
                        idempotency: IdempotencyKey | None) -> Filed | None:
