@@ -312,3 +312,52 @@ def test_a_derived_query_password_depends_on_caller_key_and_request() -> None:
     assert first not in others
     assert first != credentials.derived_query_password(credentials.new_secret(),
                                                        "portal:a\nk\nf1")
+
+
+async def test_supplement_withdraw_and_delivery_are_sent_once_per_key(
+        fed: Federation, http: aiohttp.ClientSession) -> None:
+    """Requests to the handling side: a retry must not queue a second message (the handler
+    would refuse it, and the sender would park it as a dead letter)."""
+    taoyuan, doumen = fed[TAOYUAN], fed[DOUMEN]
+    _, _, filed = await post(http, taoyuan, "/api/v1/cases", online_body(), key="file-1",
+                             auth=basic())
+    case_id = filed["case"]["case_id"]
+    await reach(taoyuan, case_id, "handler_received")
+    officer = await Api(http, doumen).as_clerk("officer")
+    await officer.call("POST", f"/api/v1/handling/cases/{case_id}/supplement-request",
+                       {"reason": "照片不清晰", "materials": ["M01"]})
+    await reach(taoyuan, case_id, "supplement_required")
+
+    def sent(entries: list[Any], type_: str) -> int:
+        return sum(1 for e in entries if e.type == type_ and e.case_id == case_id)
+
+    supplement = {"materials": [{"code": "M01", "name": "身份证明（重新扫描）"}]}
+    path = f"/api/v1/cases/{case_id}/supplement"
+    answers = [await post(http, taoyuan, path, supplement, key="supp-1", auth=basic())
+               for _ in range(2)]
+    assert [status for status, _, _ in answers] == [202, 202], answers
+    assert "Idempotent-Replayed" not in answers[0][1]
+    assert answers[1][1].get("Idempotent-Replayed") == "true"
+    assert "query_password" not in answers[1][2]
+    assert sent(await taoyuan.outbox(), "case.supplement") == 1
+    # Another request with the same key: refused, nothing queued.
+    status, _, doc = await post(http, taoyuan, f"/api/v1/cases/{case_id}/withdraw",
+                                {"reason": "不办了"}, key="supp-1", auth=basic())
+    assert status == 422 and doc["type"].endswith(":idempotency-key-reused"), doc
+    await reach(taoyuan, case_id, "handler_received")
+
+    delivery = {"method": "post", "address": "湖南省常德市桃源县漳江镇"}
+    for _ in range(2):
+        status, _, doc = await post(http, taoyuan, f"/api/v1/cases/{case_id}/delivery",
+                                    delivery, key="deliv-1", auth=basic())
+        assert status == 202, doc
+    for _ in range(2):
+        status, _, doc = await post(http, taoyuan, f"/api/v1/cases/{case_id}/withdraw",
+                                    {"reason": "不办了"}, key="wd-1", auth=basic())
+        assert status == 202, doc
+    entries = await taoyuan.outbox()
+    assert sent(entries, "case.withdraw") == 1
+    assert sent(entries, "case.status") == 1  # the new delivery address, once
+    await reach(taoyuan, case_id, "withdrawn")
+    assert await count(taoyuan, idempotency_keys) == 4
+    assert not [e for e in await taoyuan.outbox() if e.state == "dead"]

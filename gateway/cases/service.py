@@ -48,7 +48,7 @@ from gateway.cases.states import (
 )
 from gateway.cases.workdays import WorkCalendar
 from gateway.db.case_repo import CaseRepo
-from gateway.db.idempotency_repo import IdempotencyRepo
+from gateway.db.idempotency_repo import IdempotencyRecord, IdempotencyRepo
 from gateway.db.repos import OutboxRepo
 from gateway.federation.outbox import enqueue
 from gateway.registry_client import RegistryHolder
@@ -112,11 +112,13 @@ class IdempotencyKey:
 
 
 @dataclass(frozen=True)
-class Filed:
-    """A filed case as its reply shows it; `replayed`: filed by an earlier request (same key)."""
+class Outcome:
+    """A keyed write as its reply shows it; `replayed`: done by an earlier request (same key).
+
+    `password`: the query password of a case just filed (None for other actions)."""
 
     case: Case
-    password: str
+    password: str | None = None
     status: int = 201
     replayed: bool = False
 
@@ -466,7 +468,7 @@ class CaseService:
                                 att=self.attachments(case_))
 
     async def submit(self, actor: Actor, app: Application, *,
-                     idempotency: IdempotencyKey | None = None) -> Filed:
+                     idempotency: IdempotencyKey | None = None) -> Outcome:
         """An online application from the portal (全程网办), a joint case, or a bundle."""
         earlier = await self._earlier(actor, idempotency)
         if earlier is not None:
@@ -495,7 +497,7 @@ class CaseService:
 
     async def window_intake(self, actor: Actor, app: Application,
                             identity_check: Mapping[str, Any], *,
-                            idempotency: IdempotencyKey | None = None) -> Filed:
+                            idempotency: IdempotencyKey | None = None) -> Outcome:
         """The receiving window takes an application (异地代收): identity checked in person."""
         earlier = await self._earlier(actor, idempotency)
         if earlier is not None:
@@ -527,53 +529,71 @@ class CaseService:
         return credentials.derived_query_password(
             self._secret, f"{actor.label}\n{idempotency.key}\n{idempotency.fingerprint}")
 
-    async def _earlier(self, actor: Actor,
-                       idempotency: IdempotencyKey | None) -> Filed | None:
-        """The case an earlier request with this caller's key filed, if there was one.
-
-        Looked up before the application is checked, so a retry gets its case back even when
-        the same application would now be refused (a stale registry, a full quota)."""
+    async def _recorded(self, actor: Actor,
+                        idempotency: IdempotencyKey | None) -> IdempotencyRecord | None:
+        """What an earlier request with this caller's key did, if there was one."""
         if idempotency is None:
             return None
         async with self._engine.connect() as conn:
             record = await self.idempotency.get(conn, caller=actor.label,
                                                 key=idempotency.key)
-        if record is None:
-            return None
-        if record.fingerprint != idempotency.fingerprint:
+        if record is not None and record.fingerprint != idempotency.fingerprint:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for a different request; a new request "
                 "needs a new key")
-        return Filed(case=await self.get(record.case_id),
-                     password=self._query_password(actor, idempotency),
-                     status=record.status, replayed=True)
+        return record
 
-    async def _file(self, actor: Actor, idempotency: IdempotencyKey | None,
-                    create: Callable[[Tx, str], Awaitable[Case]]) -> Filed:
-        """Create a case and, in the same transaction, remember the key that filed it."""
-        password = self._query_password(actor, idempotency)
-        query_hash = credentials.hash_password(password, n=2**14)
+    async def _earlier(self, actor: Actor,
+                       idempotency: IdempotencyKey | None) -> Outcome | None:
+        """The case an earlier request with this caller's key filed, if there was one.
 
-        async def op(tx: Tx) -> Case:
-            case_ = await create(tx, query_hash)
+        Looked up before the application is checked, so a retry gets its case back even when
+        the same application would now be refused (a stale registry, a full quota)."""
+        record = await self._recorded(actor, idempotency)
+        if record is None:
+            return None
+        return Outcome(case=await self.get(record.case_id),
+                       password=self._query_password(actor, idempotency),
+                       status=record.status, replayed=True)
+
+    async def _once(self, actor: Actor, idempotency: IdempotencyKey | None, status: int,
+                    op: Callable[[Tx], Awaitable[Case]]) -> tuple[Case, bool]:
+        """Run `op` unless this caller's key already did; (the case, whether it had).
+
+        The key is recorded in `op`'s transaction, so the two commit together; a concurrent
+        request with the same key fails on the primary key, is rolled back, and answers with
+        what the one that committed did."""
+        record = await self._recorded(actor, idempotency)
+        if record is not None:
+            return await self.get(record.case_id), True
+
+        async def keyed(tx: Tx) -> Case:
+            case_ = await op(tx)
             if idempotency is not None:
                 await self.idempotency.record(
                     tx.conn, caller=actor.label, key=idempotency.key,
-                    fingerprint=idempotency.fingerprint, case_id=case_.case_id, status=201,
-                    now=self._clock())
+                    fingerprint=idempotency.fingerprint, case_id=case_.case_id,
+                    status=status, now=self._clock())
             return case_
 
         try:
-            case_ = await self._write(op)
+            return await self._write(keyed), False
         except IntegrityError:
-            # A concurrent request with the same key committed first; ours is rolled back.
-            earlier = await self._earlier(actor, idempotency)
-            if earlier is None:
+            record = await self._recorded(actor, idempotency)
+            if record is None:
                 raise
             log.info("concurrent retry with one Idempotency-Key: answered with case %s",
-                     earlier.case.case_id)
-            return earlier
-        return Filed(case=case_, password=password)
+                     record.case_id)
+            return await self.get(record.case_id), True
+
+    async def _file(self, actor: Actor, idempotency: IdempotencyKey | None,
+                    create: Callable[[Tx, str], Awaitable[Case]]) -> Outcome:
+        """Create a case and, in the same transaction, remember the key that filed it."""
+        password = self._query_password(actor, idempotency)
+        query_hash = credentials.hash_password(password, n=2**14)
+        case_, replayed = await self._once(actor, idempotency, 201,
+                                           lambda tx: create(tx, query_hash))
+        return Outcome(case=case_, password=password, replayed=replayed)
 
     async def sweep_idempotency_keys(self) -> int:
         """Forget Idempotency-Keys older than IDEMPOTENCY_RETENTION; how many were dropped."""
@@ -625,7 +645,8 @@ class CaseService:
         return await self._write(op)
 
     # --- requests from the receiving side ---------------------------------------------
-    async def withdraw(self, actor: Actor, case_id: str, reason: str) -> Case:
+    async def withdraw(self, actor: Actor, case_id: str, reason: str, *,
+                       idempotency: IdempotencyKey | None = None) -> Outcome:
         async def op(tx: Tx) -> Case:
             case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
             if case_.kind != "single":
@@ -637,10 +658,18 @@ class CaseService:
                                         body={"reason": reason})
             return await self._request(tx, case_, Request.WITHDRAW, actor, {"reason": reason})
 
-        return await self._write(op)
+        return await self._requested(actor, idempotency, op)
+
+    async def _requested(self, actor: Actor, idempotency: IdempotencyKey | None,
+                         op: Callable[[Tx], Awaitable[Case]]) -> Outcome:
+        """A request to the handling side, sent once per Idempotency-Key: a retry after a
+        lost reply would otherwise queue a second message the handler then refuses."""
+        case_, replayed = await self._once(actor, idempotency, 202, op)
+        return Outcome(case=case_, status=202, replayed=replayed)
 
     async def supplement(self, actor: Actor, case_id: str, materials: Any,
-                         note: str = "") -> Case:
+                         note: str = "", *,
+                         idempotency: IdempotencyKey | None = None) -> Outcome:
         c = Collector()
         given = parse_materials(c, materials)
         if not given:
@@ -655,9 +684,10 @@ class CaseService:
                                        {"materials": [m.to_json() for m in given],
                                         "note": note}, att=att or None)
 
-        return await self._write(op)
+        return await self._requested(actor, idempotency, op)
 
-    async def choose_delivery(self, actor: Actor, case_id: str, value: Any) -> Case:
+    async def choose_delivery(self, actor: Actor, case_id: str, value: Any, *,
+                              idempotency: IdempotencyKey | None = None) -> Outcome:
         c = Collector()
         delivery = parse_delivery(c, value, path="")
         c.done()
@@ -686,7 +716,7 @@ class CaseService:
             await self.repo.save(tx.conn, updated)
             return updated
 
-        return await self._write(op)
+        return await self._requested(actor, idempotency, op)
 
     async def _request(self, tx: Tx, case_: Case, request: Request, actor: Actor,
                        body: dict[str, Any], att: list[dict[str, Any]] | None = None) -> Case:

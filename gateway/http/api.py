@@ -31,7 +31,7 @@ from gateway.cases.access import (
 )
 from gateway.cases.applications import Collector, parse_applicant, parse_application
 from gateway.cases.model import Case
-from gateway.cases.service import Actor, Filed, IdempotencyKey, NotFound
+from gateway.cases.service import Actor, IdempotencyKey, NotFound, Outcome
 from registry.validation import FieldError, InvalidInput
 from trust import credentials
 from trust.errors import ErrorCode, TongbanError
@@ -97,10 +97,10 @@ def _idempotency(request: web.Request, body: dict[str, Any]) -> IdempotencyKey |
     return IdempotencyKey(value, credentials.fingerprint(canonical.encode("utf-8")))
 
 
-async def _filed(request: web.Request, filed: Filed, actor: Actor) -> web.Response:
-    response = await _render(request, filed.case, filed.status,
-                             query_password=filed.password, actor=actor)
-    if filed.replayed:
+async def _answer(request: web.Request, outcome: Outcome, actor: Actor) -> web.Response:
+    extra = {} if outcome.password is None else {"query_password": outcome.password}
+    response = await _render(request, outcome.case, outcome.status, actor=actor, **extra)
+    if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
 
@@ -296,7 +296,7 @@ async def submit(request: web.Request) -> web.Response:
     body = await _json(request)
     idempotency = _idempotency(request, body)
     app = parse_application(body, today=service.today(), default_mode="online")
-    return await _filed(request, await service.submit(actor, app, idempotency=idempotency),
+    return await _answer(request, await service.submit(actor, app, idempotency=idempotency),
                         actor)
 
 
@@ -328,46 +328,51 @@ async def get_case(request: web.Request) -> web.Response:
     return await _render(request, case_, actor=actor)
 
 
-async def _applicant_action(request: web.Request) -> tuple[Actor, Case, dict[str, Any]]:
+async def _applicant_action(
+        request: web.Request) -> tuple[Actor, Case, dict[str, Any], IdempotencyKey | None]:
     actor = require_caller(await _actor(request), "applicant", "portal", "clerk")
     if actor.kind == "clerk":
         require_role(actor, "window")
     case_ = await _case_for(request, actor, write=True)
-    return actor, case_, await _json(request)
+    body = await _json(request)
+    return actor, case_, body, _idempotency(request, body)
 
 
 @routes.post("/api/v1/cases/{case_id}/supplement")
 async def supplement(request: web.Request) -> web.Response:
-    actor, case_, body = await _applicant_action(request)
+    actor, case_, body, idempotency = await _applicant_action(request)
     note = body.get("note", "")
     if not isinstance(note, str) or len(note) > 1000:
         raise InvalidInput(FieldError("note", "must be text of at most 1000 characters"))
-    updated = await request.app[K.CASES].supplement(actor, case_.case_id,
+    outcome = await request.app[K.CASES].supplement(actor, case_.case_id,
                                                     body.get("materials"),
-                                                    note if isinstance(note, str) else "")
-    return await _render(request, updated, 202, actor=actor)
+                                                    note if isinstance(note, str) else "",
+                                                    idempotency=idempotency)
+    return await _answer(request, outcome, actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/withdraw")
 async def withdraw(request: web.Request) -> web.Response:
-    actor, case_, body = await _applicant_action(request)
+    actor, case_, body, idempotency = await _applicant_action(request)
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput(FieldError("reason", "is required, at most 500 characters"))
-    updated = await request.app[K.CASES].withdraw(actor, case_.case_id, reason)
-    return await _render(request, updated, 202, actor=actor)
+    outcome = await request.app[K.CASES].withdraw(actor, case_.case_id, reason,
+                                                  idempotency=idempotency)
+    return await _answer(request, outcome, actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/delivery")
 async def delivery(request: web.Request) -> web.Response:
-    actor, case_, body = await _applicant_action(request)
-    updated = await request.app[K.CASES].choose_delivery(actor, case_.case_id, body)
-    return await _render(request, updated, 202, actor=actor)
+    actor, case_, body, idempotency = await _applicant_action(request)
+    outcome = await request.app[K.CASES].choose_delivery(actor, case_.case_id, body,
+                                                         idempotency=idempotency)
+    return await _answer(request, outcome, actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/evaluation")
 async def evaluation(request: web.Request) -> web.Response:
-    actor, case_, body = await _applicant_action(request)
+    actor, case_, body, _ = await _applicant_action(request)
     updated = await request.app[K.CASES].evaluate(actor, case_.case_id, body.get("level"),
                                                   body.get("comment"))
     return await _render(request, updated, actor=actor)
@@ -393,7 +398,7 @@ async def window_intake(request: web.Request) -> web.Response:
     app = parse_application(body, today=service.today(), default_mode="proxy")
     filed = await service.window_intake(actor, app, {"method": check["method"], "loa": loa},
                                         idempotency=idempotency)
-    return await _filed(request, filed, actor)
+    return await _answer(request, filed, actor)
 
 
 @routes.post("/api/v1/window/cases/{case_id}/formal-check")
