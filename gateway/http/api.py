@@ -328,19 +328,18 @@ async def get_case(request: web.Request) -> web.Response:
     return await _render(request, case_, actor=actor)
 
 
-async def _applicant_action(
-        request: web.Request) -> tuple[Actor, Case, dict[str, Any], IdempotencyKey | None]:
+async def _applicant_action(request: web.Request) -> tuple[Actor, Case, dict[str, Any]]:
     actor = require_caller(await _actor(request), "applicant", "portal", "clerk")
     if actor.kind == "clerk":
         require_role(actor, "window")
     case_ = await _case_for(request, actor, write=True)
-    body = await _json(request)
-    return actor, case_, body, _idempotency(request, body)
+    return actor, case_, await _json(request)
 
 
 @routes.post("/api/v1/cases/{case_id}/supplement")
 async def supplement(request: web.Request) -> web.Response:
-    actor, case_, body, idempotency = await _applicant_action(request)
+    actor, case_, body = await _applicant_action(request)
+    idempotency = _idempotency(request, body)
     note = body.get("note", "")
     if not isinstance(note, str) or len(note) > 1000:
         raise InvalidInput(FieldError("note", "must be text of at most 1000 characters"))
@@ -353,7 +352,8 @@ async def supplement(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/cases/{case_id}/withdraw")
 async def withdraw(request: web.Request) -> web.Response:
-    actor, case_, body, idempotency = await _applicant_action(request)
+    actor, case_, body = await _applicant_action(request)
+    idempotency = _idempotency(request, body)
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput(FieldError("reason", "is required, at most 500 characters"))
@@ -364,7 +364,8 @@ async def withdraw(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/cases/{case_id}/delivery")
 async def delivery(request: web.Request) -> web.Response:
-    actor, case_, body, idempotency = await _applicant_action(request)
+    actor, case_, body = await _applicant_action(request)
+    idempotency = _idempotency(request, body)
     outcome = await request.app[K.CASES].choose_delivery(actor, case_.case_id, body,
                                                          idempotency=idempotency)
     return await _answer(request, outcome, actor)
@@ -372,7 +373,7 @@ async def delivery(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/cases/{case_id}/evaluation")
 async def evaluation(request: web.Request) -> web.Response:
-    actor, case_, body, _ = await _applicant_action(request)
+    actor, case_, body = await _applicant_action(request)
     updated = await request.app[K.CASES].evaluate(actor, case_.case_id, body.get("level"),
                                                   body.get("comment"))
     return await _render(request, updated, actor=actor)
