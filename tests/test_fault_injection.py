@@ -237,6 +237,7 @@ class Clients:
         self.officer: dict[str, str] = {}  # a session per Taoyuan process
         self.taoyuan = [m for m in fed.configs if m.startswith(TAOYUAN.member_id)]
         self.filed: list[str] = []
+        self.replayed = 0  # filing answers that repeated a case a lost-201 try had filed
         self.steps_done = 0  # filings and steps, for the chaos task's timing
         self.advanced = asyncio.Event()
         self.board: dict[str, dict[str, str]] = {m: {} for m in WATCHED}
@@ -271,6 +272,7 @@ class Clients:
                          **({"Authorization": auth} if auth else {}), **(headers or {})},
                 timeout=aiohttp.ClientTimeout(total=20)) as resp:
             text = await resp.text()
+            self.replayed += resp.headers.get("Idempotent-Replayed") == "true"
             return resp.status, json.loads(text) if text.startswith("{") else text
 
     async def call(self, member: str, method: str, path: str, body: Any = None, *,
@@ -507,7 +509,8 @@ async def test_kill_nine_loses_nothing_and_does_nothing_twice(
                 statuses[entry.receipt_status or "-"] = \
                     statuses.get(entry.receipt_status or "-", 0) + 1
         assert set(statuses) <= {"accepted", "duplicate"}, statuses
-        print(f"\nchaos seed {seed}: {total} cases {len(jtis)} "
+        print(f"\nchaos seed {seed}: {total} cases ({clients.replayed} filing retries "
+              f"answered from their Idempotency-Key), {len(jtis)} "
               f"messages, receipts {statuses}, kills {killed}, {took:.1f} s")
     finally:
         stop_processes(list(fed.procs.values()))
