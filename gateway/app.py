@@ -279,6 +279,7 @@ def _cases(config: GatewayConfig, clock: Clock):  # type: ignore[no-untyped-def]
                 await asyncio.sleep(config.cases.scan_interval)
                 try:
                     result = await service.scan_clocks()
+                    result["idempotency_keys_swept"] = await service.sweep_idempotency_keys()
                     if any(result.values()):
                         log.info("case clocks: %s", result)
                 except Exception:

@@ -75,3 +75,20 @@ def same_secret(given: str, expected: str) -> bool:
 def new_query_password() -> str:
     """The 查询密码 printed on the applicant's receipt: 8 digits, easy to type at a kiosk."""
     return f"{secrets.randbelow(10**8):08d}"
+
+
+def derived_query_password(secret: str, context: str) -> str:
+    """A query password that a retried request (same caller, same Idempotency-Key) gets again.
+
+    Only the scrypt hash of a query password is stored, so a repeated reply cannot read the
+    original back; deriving it (HMAC-SHA-256 under the gateway's secret, reduced to 8 digits)
+    gives the same password both times without keeping it anywhere.
+    """
+    mac = hmac.new(_unb64(secret), b"query-password\x00" + context.encode("utf-8"),
+                   hashlib.sha256).digest()
+    return f"{int.from_bytes(mac, 'big') % 10**8:08d}"
+
+
+def fingerprint(data: bytes) -> str:
+    """SHA-256 (hex) of a request, to tell a true retry from a reused Idempotency-Key."""
+    return hashlib.sha256(data).hexdigest()

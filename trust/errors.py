@@ -30,6 +30,7 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     INVALID_TRANSITION = "invalid-transition"
     INVALID_BODY = "invalid-body"
+    IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
     REGISTRY_STALE = "registry-stale"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
@@ -64,6 +65,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INVALID_TRANSITION: 422,
     ErrorCode.INVALID_BODY: 422,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
     ErrorCode.REGISTRY_STALE: 503,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
@@ -90,6 +92,7 @@ _TITLES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
     ErrorCode.INVALID_TRANSITION: "Illegal case transition",
     ErrorCode.INVALID_BODY: "Message type or body not valid",
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: "Idempotency-Key already used for a different request",
     ErrorCode.REGISTRY_STALE: "Trust registry expired; federation traffic stopped",
     ErrorCode.UNAVAILABLE: "Temporarily unavailable",
     ErrorCode.INTERNAL: "Internal error",

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.cases import clocks
@@ -47,6 +48,7 @@ from gateway.cases.states import (
 )
 from gateway.cases.workdays import WorkCalendar
 from gateway.db.case_repo import CaseRepo
+from gateway.db.idempotency_repo import IdempotencyRecord, IdempotencyRepo
 from gateway.db.repos import OutboxRepo
 from gateway.federation.outbox import enqueue
 from gateway.registry_client import RegistryHolder
@@ -65,6 +67,9 @@ CHINA = datetime.timezone(datetime.timedelta(hours=8))  # no DST: a fixed offset
 S = CaseState
 T = TypeVar("T")
 DONE = frozenset({S.CONCLUDED, S.DELIVERED, S.EVALUATED})
+# How long an Idempotency-Key is remembered: portals retry within minutes; a day leaves room
+# for a phone that comes back online the next morning. The clock scan sweeps older keys.
+IDEMPOTENCY_RETENTION = 24 * 3600.0
 
 
 class NotFound(TongbanError):
@@ -92,6 +97,30 @@ class Actor:
 
 
 SYSTEM = Actor(kind="system", subject="gateway")
+
+
+class IdempotencyKeyReused(TongbanError):
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A caller's Idempotency-Key and the fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A keyed write as its reply shows it; `replayed`: done by an earlier request (same key).
+
+    `password`: the query password of a case just filed (None for other actions)."""
+
+    case: Case
+    password: str | None = None
+    status: int = 201
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,7 @@ class CaseService:
         self._blob_present = blob_present
         self.certs: CertService | None = None  # set by the app once certificates are wired
         self.local: LocalBridge | None = None  # set by the app when an adapter is configured
+        self.idempotency = IdempotencyRepo()
 
     @property
     def me(self) -> str:
@@ -437,8 +467,12 @@ class CaseService:
                                 body=self.submit_body(case_, history), send=True,
                                 att=self.attachments(case_))
 
-    async def submit(self, actor: Actor, app: Application) -> tuple[Case, str]:
+    async def submit(self, actor: Actor, app: Application, *,
+                     idempotency: IdempotencyKey | None = None) -> Outcome:
         """An online application from the portal (全程网办), a joint case, or a bundle."""
+        earlier = await self._earlier(actor, idempotency)
+        if earlier is not None:
+            return earlier
         if actor.kind == "applicant" and actor.applicant_key != \
                 self.applicant_key(app.applicant.identity):
             raise Forbidden("an applicant can only apply for themselves")
@@ -448,10 +482,8 @@ class CaseService:
             raise InvalidInput(FieldError("mode", "proxy cases start at a window "
                                                   "(POST /api/v1/window/cases)"))
         routes = self.plan(app, intake=False)
-        password = credentials.new_query_password()
-        query_hash = credentials.hash_password(password, n=2**14)
 
-        async def op(tx: Tx) -> Case:
+        async def create(tx: Tx, query_hash: str) -> Case:
             if app.kind == "single":
                 case_ = self._new_case(app=app, actor=actor, kind="single",
                                        item=routes[0].item.code, handler=routes[0].handler,
@@ -461,20 +493,21 @@ class CaseService:
             from gateway.cases.parents import create_parent
             return await create_parent(self, tx, app, routes, actor, query_hash)
 
-        case_ = await self._write(op)
-        return case_, password
+        return await self._file(actor, idempotency, create)
 
     async def window_intake(self, actor: Actor, app: Application,
-                            identity_check: Mapping[str, Any]) -> tuple[Case, str]:
+                            identity_check: Mapping[str, Any], *,
+                            idempotency: IdempotencyKey | None = None) -> Outcome:
         """The receiving window takes an application (异地代收): identity checked in person."""
+        earlier = await self._earlier(actor, idempotency)
+        if earlier is not None:
+            return earlier
         if app.kind != "single" or app.mode != Mode.PROXY.value:
             raise InvalidInput(FieldError("mode", "the window takes single proxy cases"))
         routes = self.plan(app, intake=True)
         check_loa(routes[0].item, app.loa)
-        password = credentials.new_query_password()
-        query_hash = credentials.hash_password(password, n=2**14)
 
-        async def op(tx: Tx) -> Case:
+        async def create(tx: Tx, query_hash: str) -> Case:
             case_ = self._new_case(app=app, actor=actor, kind="single",
                                    item=routes[0].item.code, handler=routes[0].handler,
                                    query_hash=query_hash)
@@ -484,8 +517,89 @@ class CaseService:
                                     body={"identity_check": dict(identity_check),
                                           "route": routes[0].reason})
 
-        case_ = await self._write(op)
-        return case_, password
+        return await self._file(actor, idempotency, create)
+
+    def _query_password(self, actor: Actor, idempotency: IdempotencyKey | None) -> str:
+        """Random, or for a keyed request derived from it, so a replay can repeat it.
+
+        The fingerprint is part of the derivation: a portal that reuses a key once the gateway
+        has forgotten it, for another applicant, must not hand out the first one's password."""
+        if idempotency is None:
+            return credentials.new_query_password()
+        return credentials.derived_query_password(
+            self._secret, f"{actor.label}\n{idempotency.key}\n{idempotency.fingerprint}")
+
+    async def _recorded(self, actor: Actor,
+                        idempotency: IdempotencyKey | None) -> IdempotencyRecord | None:
+        """What an earlier request with this caller's key did, if there was one."""
+        if idempotency is None:
+            return None
+        async with self._engine.connect() as conn:
+            record = await self.idempotency.get(conn, caller=actor.label,
+                                                key=idempotency.key)
+        if record is not None and record.fingerprint != idempotency.fingerprint:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used for a different request; a new request "
+                "needs a new key")
+        return record
+
+    async def _earlier(self, actor: Actor,
+                       idempotency: IdempotencyKey | None) -> Outcome | None:
+        """The case an earlier request with this caller's key filed, if there was one.
+
+        Looked up before the application is checked, so a retry gets its case back even when
+        the same application would now be refused (a stale registry, a full quota)."""
+        record = await self._recorded(actor, idempotency)
+        if record is None:
+            return None
+        return Outcome(case=await self.get(record.case_id),
+                       password=self._query_password(actor, idempotency),
+                       status=record.status, replayed=True)
+
+    async def _once(self, actor: Actor, idempotency: IdempotencyKey | None, status: int,
+                    op: Callable[[Tx], Awaitable[Case]]) -> tuple[Case, bool]:
+        """Run `op` unless this caller's key already did; (the case, whether it had).
+
+        The key is recorded in `op`'s transaction, so the two commit together; a concurrent
+        request with the same key fails on the primary key, is rolled back, and answers with
+        what the one that committed did."""
+        record = await self._recorded(actor, idempotency)
+        if record is not None:
+            return await self.get(record.case_id), True
+
+        async def keyed(tx: Tx) -> Case:
+            case_ = await op(tx)
+            if idempotency is not None:
+                await self.idempotency.record(
+                    tx.conn, caller=actor.label, key=idempotency.key,
+                    fingerprint=idempotency.fingerprint, case_id=case_.case_id,
+                    status=status, now=self._clock())
+            return case_
+
+        try:
+            return await self._write(keyed), False
+        except IntegrityError:
+            record = await self._recorded(actor, idempotency)
+            if record is None:
+                raise
+            log.info("concurrent retry with one Idempotency-Key: answered with case %s",
+                     record.case_id)
+            return await self.get(record.case_id), True
+
+    async def _file(self, actor: Actor, idempotency: IdempotencyKey | None,
+                    create: Callable[[Tx, str], Awaitable[Case]]) -> Outcome:
+        """Create a case and, in the same transaction, remember the key that filed it."""
+        password = self._query_password(actor, idempotency)
+        query_hash = credentials.hash_password(password, n=2**14)
+        case_, replayed = await self._once(actor, idempotency, 201,
+                                           lambda tx: create(tx, query_hash))
+        return Outcome(case=case_, password=password, replayed=replayed)
+
+    async def sweep_idempotency_keys(self) -> int:
+        """Forget Idempotency-Keys older than IDEMPOTENCY_RETENTION; how many were dropped."""
+        async with self._engine.begin() as conn:
+            return await self.idempotency.sweep(
+                conn, before=self._clock() - IDEMPOTENCY_RETENTION)
 
     async def _locked(self, tx: Tx, case_id: str) -> Case:
         found = await self.repo.get(tx.conn, case_id, for_update=True)
@@ -531,7 +645,8 @@ class CaseService:
         return await self._write(op)
 
     # --- requests from the receiving side ---------------------------------------------
-    async def withdraw(self, actor: Actor, case_id: str, reason: str) -> Case:
+    async def withdraw(self, actor: Actor, case_id: str, reason: str, *,
+                       idempotency: IdempotencyKey | None = None) -> Outcome:
         async def op(tx: Tx) -> Case:
             case_ = self._require_side(await self._locked(tx, case_id), Side.RECEIVER)
             if case_.kind != "single":
@@ -543,10 +658,18 @@ class CaseService:
                                         body={"reason": reason})
             return await self._request(tx, case_, Request.WITHDRAW, actor, {"reason": reason})
 
-        return await self._write(op)
+        return await self._requested(actor, idempotency, op)
+
+    async def _requested(self, actor: Actor, idempotency: IdempotencyKey | None,
+                         op: Callable[[Tx], Awaitable[Case]]) -> Outcome:
+        """A request to the handling side, sent once per Idempotency-Key: a retry after a
+        lost reply would otherwise queue a second message the handler then refuses."""
+        case_, replayed = await self._once(actor, idempotency, 202, op)
+        return Outcome(case=case_, status=202, replayed=replayed)
 
     async def supplement(self, actor: Actor, case_id: str, materials: Any,
-                         note: str = "") -> Case:
+                         note: str = "", *,
+                         idempotency: IdempotencyKey | None = None) -> Outcome:
         c = Collector()
         given = parse_materials(c, materials)
         if not given:
@@ -561,9 +684,10 @@ class CaseService:
                                        {"materials": [m.to_json() for m in given],
                                         "note": note}, att=att or None)
 
-        return await self._write(op)
+        return await self._requested(actor, idempotency, op)
 
-    async def choose_delivery(self, actor: Actor, case_id: str, value: Any) -> Case:
+    async def choose_delivery(self, actor: Actor, case_id: str, value: Any, *,
+                              idempotency: IdempotencyKey | None = None) -> Outcome:
         c = Collector()
         delivery = parse_delivery(c, value, path="")
         c.done()
@@ -592,7 +716,7 @@ class CaseService:
             await self.repo.save(tx.conn, updated)
             return updated
 
-        return await self._write(op)
+        return await self._requested(actor, idempotency, op)
 
     async def _request(self, tx: Tx, case_: Case, request: Request, actor: Actor,
                        body: dict[str, Any], att: list[dict[str, Any]] | None = None) -> Case:

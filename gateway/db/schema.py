@@ -212,6 +212,21 @@ request_jtis = Table(
     Index("ix_request_jtis_exp", "exp"),
 )
 
+# Idempotency-Key of a request that filed a case through the portal or window API: a retry
+# whose reply was lost finds the case it already filed instead of filing a second one. The
+# primary key is the duplicate guard (also between processes); rows go after 24 h (sweep).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("caller", String(255), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("case_id", String(128), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
 # --- electronic certificates (电子证照) ------------------------------------------------------
 # Certificates this member issued (a concluded, approved case with a certificate id), so that
 # other members can have them verified (cert.verify_request).

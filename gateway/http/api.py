@@ -31,7 +31,7 @@ from gateway.cases.access import (
 )
 from gateway.cases.applications import Collector, parse_applicant, parse_application
 from gateway.cases.model import Case
-from gateway.cases.service import Actor, NotFound
+from gateway.cases.service import Actor, IdempotencyKey, NotFound, Outcome
 from registry.validation import FieldError, InvalidInput
 from trust import credentials
 from trust.errors import ErrorCode, TongbanError
@@ -70,6 +70,39 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TongbanError("the body must be a JSON object", code=ErrorCode.MALFORMED)
     return data
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _idempotency(request: web.Request, body: dict[str, Any]) -> IdempotencyKey | None:
+    """The request's Idempotency-Key (draft-ietf-httpapi-idempotency-key-header), if any.
+
+    The draft sends the key as a structured-field string ("..."); a bare token is accepted
+    too, since portals commonly send a UUID unquoted. The fingerprint covers the route and the
+    body as parsed, so the same JSON re-serialised by a retrying client still matches.
+    """
+    raw = request.headers.getall(IDEMPOTENCY_HEADER, [])
+    if not raw:
+        return None
+    value = raw[0]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if len(raw) != 1 or not 1 <= len(value) <= 255 or \
+            not all(" " <= ch <= "~" for ch in value) or '"' in value or "\\" in value:
+        raise TongbanError(f"{IDEMPOTENCY_HEADER} must be one value of 1-255 printable ASCII "
+                           "characters (for example a UUID)", code=ErrorCode.MALFORMED)
+    canonical = json.dumps([request.method, request.path, body], ensure_ascii=False,
+                           sort_keys=True, separators=(",", ":"))
+    return IdempotencyKey(value, credentials.fingerprint(canonical.encode("utf-8")))
+
+
+async def _answer(request: web.Request, outcome: Outcome, actor: Actor) -> web.Response:
+    extra = {} if outcome.password is None else {"query_password": outcome.password}
+    response = await _render(request, outcome.case, outcome.status, actor=actor, **extra)
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 STAFF_ONLY = ("by", "identity_check", "route", "cause")
@@ -260,10 +293,11 @@ async def items(request: web.Request) -> web.Response:
 async def submit(request: web.Request) -> web.Response:
     actor = require_caller(await _actor(request), "portal", "applicant")
     service = request.app[K.CASES]
-    app = parse_application(await _json(request), today=service.today(),
-                            default_mode="online")
-    case_, password = await service.submit(actor, app)
-    return await _render(request, case_, 201, query_password=password, actor=actor)
+    body = await _json(request)
+    idempotency = _idempotency(request, body)
+    app = parse_application(body, today=service.today(), default_mode="online")
+    return await _answer(request, await service.submit(actor, app, idempotency=idempotency),
+                        actor)
 
 
 @routes.get("/api/v1/cases")
@@ -305,30 +339,36 @@ async def _applicant_action(request: web.Request) -> tuple[Actor, Case, dict[str
 @routes.post("/api/v1/cases/{case_id}/supplement")
 async def supplement(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
+    idempotency = _idempotency(request, body)
     note = body.get("note", "")
     if not isinstance(note, str) or len(note) > 1000:
         raise InvalidInput(FieldError("note", "must be text of at most 1000 characters"))
-    updated = await request.app[K.CASES].supplement(actor, case_.case_id,
+    outcome = await request.app[K.CASES].supplement(actor, case_.case_id,
                                                     body.get("materials"),
-                                                    note if isinstance(note, str) else "")
-    return await _render(request, updated, 202, actor=actor)
+                                                    note if isinstance(note, str) else "",
+                                                    idempotency=idempotency)
+    return await _answer(request, outcome, actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/withdraw")
 async def withdraw(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
+    idempotency = _idempotency(request, body)
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidInput(FieldError("reason", "is required, at most 500 characters"))
-    updated = await request.app[K.CASES].withdraw(actor, case_.case_id, reason)
-    return await _render(request, updated, 202, actor=actor)
+    outcome = await request.app[K.CASES].withdraw(actor, case_.case_id, reason,
+                                                  idempotency=idempotency)
+    return await _answer(request, outcome, actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/delivery")
 async def delivery(request: web.Request) -> web.Response:
     actor, case_, body = await _applicant_action(request)
-    updated = await request.app[K.CASES].choose_delivery(actor, case_.case_id, body)
-    return await _render(request, updated, 202, actor=actor)
+    idempotency = _idempotency(request, body)
+    outcome = await request.app[K.CASES].choose_delivery(actor, case_.case_id, body,
+                                                         idempotency=idempotency)
+    return await _answer(request, outcome, actor)
 
 
 @routes.post("/api/v1/cases/{case_id}/evaluation")
@@ -344,6 +384,7 @@ async def evaluation(request: web.Request) -> web.Response:
 async def window_intake(request: web.Request) -> web.Response:
     actor = require_role(await _actor(request), "window")
     body = await _json(request)
+    idempotency = _idempotency(request, body)
     service = request.app[K.CASES]
     check = body.get("identity_check")
     if not isinstance(check, dict) or check.get("method") not in ("id_card_reader", "face",
@@ -356,9 +397,9 @@ async def window_intake(request: web.Request) -> web.Response:
     # An in-person check with the card reader and face match is L4 unless stated otherwise.
     body["loa"] = loa
     app = parse_application(body, today=service.today(), default_mode="proxy")
-    case_, password = await service.window_intake(
-        actor, app, {"method": check["method"], "loa": loa})
-    return await _render(request, case_, 201, query_password=password, actor=actor)
+    filed = await service.window_intake(actor, app, {"method": check["method"], "loa": loa},
+                                        idempotency=idempotency)
+    return await _answer(request, filed, actor)
 
 
 @routes.post("/api/v1/window/cases/{case_id}/formal-check")

@@ -263,7 +263,7 @@ async def apply(request: web.Request) -> web.StreamResponse:
                           address=address),
         parts=(Part(item=item.code, handler=service.me, step=1),))
     try:
-        case_, _ = await service.submit(_actor(session), application)
+        case_ = (await service.submit(_actor(session), application)).case
     except TongbanError as exc:
         return render_page(request, "apply.html", title="在线申请", item=item, status=422,
                      person=_person(session), masked_id=mask_id(session.idn),
