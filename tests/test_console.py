@@ -119,6 +119,9 @@ async def test_roles_and_csrf(fed: Federation) -> None:
         # The login form has its own CSRF token, bound to a pre-login cookie.
         assert problem(*await anonymous.post("/admin/login", {
             "username": "alliance", "password": PASSWORD}, csrf="forged")) == (403, "forbidden")
+        # A token that is not even ASCII is refused the same way, not a 500.
+        assert problem(*await anonymous.post("/admin/login", {
+            "username": "alliance", "password": PASSWORD}, csrf="伪造")) == (403, "forbidden")
         assert await anonymous.login("alliance", "wrong password 123") == 401
         assert await window.login("window") == 403  # no console role
         assert await member_admin.login("admin") == 303

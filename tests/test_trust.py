@@ -151,3 +151,15 @@ def test_check_lifetime() -> None:
         with pytest.raises(VerificationError):
             jws.check_lifetime(bad, now, max_skew=300, max_lifetime=300)
         assert name
+
+
+def test_csrf_tokens_are_bound_to_their_session() -> None:
+    from trust.csrf import csrf_matches, csrf_token
+
+    secret = b"k" * 32
+    token = csrf_token(secret, "session-a")
+    assert csrf_matches(token, secret, "session-a")
+    assert not csrf_matches(token, secret, "session-b")
+    assert not csrf_matches(token, b"x" * 32, "session-a")
+    assert not csrf_matches("伪造" + token[2:], secret, "session-a")  # not ASCII: False, no error
+    assert not csrf_matches("", secret, "session-a")

@@ -11,7 +11,6 @@ browser a readable reason. Handlers stay thin: what to show and what is allowed 
 from __future__ import annotations
 
 import datetime
-import hmac
 import logging
 import re
 from importlib import resources
@@ -29,7 +28,7 @@ from gateway.console import Action
 from gateway.db.auth_repo import Session
 from gateway.db.local_repo import LocalRepo
 from gateway.db.repos import OutboxState
-from gateway.http.portal import csrf_token, read_form, render_page
+from gateway.http.portal import csrf_token, csrf_valid, read_form, render_page
 from trust import credentials
 from trust.anchor import load_anchor
 from trust.errors import ErrorCode, TongbanError
@@ -150,8 +149,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     pre = request.cookies.get(PRE_LOGIN, "")
-    if not pre or not hmac.compare_digest(fields.get("csrf", ""),
-                                          csrf_token(request, "login:" + pre)):
+    if not pre or not csrf_valid(request, fields.get("csrf", ""), "login:" + pre):
         raise Forbidden("the login form expired; reload the page")
     try:
         issued, role = await request.app[K.AUTH].login(fields.get("username", ""),

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
-import hmac
 import secrets
 from importlib import resources
 from typing import Any
@@ -29,6 +27,8 @@ from gateway.sso.exchange import OAuthError
 from registry.document import Mode
 from registry.validation import mask_id
 from trust import credentials
+from trust.csrf import csrf_matches
+from trust.csrf import csrf_token as make_csrf
 from trust.errors import ErrorCode, TongbanError
 
 routes = web.RouteTableDef()
@@ -68,8 +68,11 @@ def render_page(request: web.Request, template: str, *, status: int = 200,
 
 
 def csrf_token(request: web.Request, token: str) -> str:
-    key = request.app[K.PORTAL].csrf_secret
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:32]
+    return make_csrf(request.app[K.PORTAL].csrf_secret, token)
+
+
+def csrf_valid(request: web.Request, given: str, token: str) -> bool:
+    return csrf_matches(given, request.app[K.PORTAL].csrf_secret, token)
 
 
 async def _session(request: web.Request) -> tuple[str, Session] | None:
@@ -100,8 +103,7 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, token: str) 
 async def read_form(request: web.Request, token: str | None) -> dict[str, str]:
     form = await request.post()
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    if token is not None and not hmac.compare_digest(fields.get("csrf", ""),
-                                                     csrf_token(request, token)):
+    if token is not None and not csrf_valid(request, fields.get("csrf", ""), token):
         raise web.HTTPForbidden(reason="the form expired; reload the page")
     return fields
 
@@ -244,7 +246,7 @@ async def apply_form(request: web.Request) -> web.Response:
 async def apply(request: web.Request) -> web.StreamResponse:
     token, session = await _signed_in(request)
     form = await request.post()
-    if not hmac.compare_digest(str(form.get("csrf", "")), csrf_token(request, token)):
+    if not csrf_valid(request, str(form.get("csrf", "")), token):
         raise web.HTTPForbidden(reason="the form expired; reload the page")
     service = request.app[K.CASES]
     item = service.catalog.get(request.match_info["code"])
