@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def count_statements(output: Path) -> None:
 def trace_stages() -> None:
     """bench/trace.py in this process too."""
     trace.patch()
-    make = gateway.serve.create_app
+    make: Callable[..., web.Application] = getattr(gateway.serve, "create_app")  # noqa: B009
 
     def traced(config: GatewayConfig, **kwargs: Any) -> web.Application:
         app = make(config, **kwargs)

@@ -96,10 +96,10 @@ def patch() -> None:
 
     GroupCommitter.run = timed_run  # type: ignore[method-assign]
     queue = outbox_module.PeerQueue
-    queue._attempt = _timed("attempt_ms", queue._attempt)  # type: ignore[method-assign]
-    queue._deliver = _timed("deliver_ms", queue._deliver)  # type: ignore[method-assign]
-    queue._refill = _timed("refill_ms", queue._refill)  # type: ignore[method-assign]
-    Inbox.receive = _timed("receive_ms", Inbox.receive)  # type: ignore[method-assign]
+    queue._attempt = _timed("attempt_ms", queue._attempt)  # type: ignore[method-assign,assignment]
+    queue._deliver = _timed("deliver_ms", queue._deliver)  # type: ignore[method-assign,assignment]
+    queue._refill = _timed("refill_ms", queue._refill)  # type: ignore[method-assign,assignment]
+    Inbox.receive = _timed("receive_ms", Inbox.receive)  # type: ignore[method-assign,assignment]
 
 
 async def _sample(app: web.Application) -> None:
