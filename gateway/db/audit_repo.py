@@ -33,16 +33,29 @@ _INSERT = insert(audit_log)
 _LOCK = text("SELECT pg_advisory_xact_lock(7306195)")
 
 
+_TIP_KEY = "tongban_audit_tip"
+
+
 class AuditRepo:
     @staticmethod
     async def append(conn: AsyncConnection, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
-        if conn.dialect.name == "postgresql":
-            # One appender at a time across processes: the chain has one tip.
-            await conn.execute(_LOCK)
-        last = (await conn.execute(_TIP)).scalar()
-        prev = str(last) if last is not None else GENESIS
+        # A group commit appends for many messages in one transaction: the tip this
+        # transaction wrote last is the chain's tip (the lock below, or SQLite's single writer,
+        # keeps others out until it ends), so only its first append reads it (and locks). The
+        # cache is keyed by the transaction object, so a rolled-back or later transaction on
+        # the same pooled connection reads the tip again.
+        transaction = conn.sync_connection.get_transaction() if conn.sync_connection else None
+        cached = conn.info.get(_TIP_KEY)
+        if transaction is not None and cached is not None and cached[0] is transaction:
+            prev = cached[1]
+        else:
+            if conn.dialect.name == "postgresql":
+                # One appender at a time across processes: the chain has one tip.
+                await conn.execute(_LOCK)
+            last = (await conn.execute(_TIP)).scalar()
+            prev = str(last) if last is not None else GENESIS
         rows = []
         for r in records:
             entry = AuditEntry(at=r.at, direction=r.direction, peer=r.peer, jti=r.jti,
@@ -52,6 +65,7 @@ class AuditRepo:
             rows.append({**entry.fields(), "prev_hash": prev, "entry_hash": digest})
             prev = digest
         await conn.execute(_INSERT, rows)
+        conn.info[_TIP_KEY] = (transaction, prev) if transaction is not None else None
 
     @staticmethod
     async def export(engine: AsyncEngine) -> list[AuditEntry]:
