@@ -7,8 +7,12 @@ Every second while there is traffic it logs one line `trace {...}` with, over th
   10 ms), `commit_q`: mean operations waiting for the group committer;
 - `batches`, `batch`: group-commit transactions and their mean size, `commit_ms`: their mean
   duration (the event loop is blocked for most of it on the inline SQLite driver);
-- `attempt_ms`: a delivery attempt (sign if needed, POST, receiver's work, verify receipt),
-  `post_ms`: only the HTTP exchange, `deliver_ms`: attempt + waiting for the delivered mark;
+- `attempt_ms`: a delivery attempt (sign if needed, POST, receiver's work, verify receipt, wait
+  for the delivered mark's commit), `sign_ms`: of that, signing and waiting for the commit of
+  the signed copy, `deliver_ms`: the attempt and, on failure, recording it;
+- `refill_ms`, `n_refill`: claims of outbox rows (a whole-queue rescan reads up to
+  `concurrency` x 16 rows);
+- `busy_wait_ms`, `n_busy`: statements that met SQLITE_BUSY and waited in `_while_busy`;
 - `receive_ms`: an inbound message from parse to receipt, `store_wait_ms`: of that, waiting
   for its group commit;
 - `lag_ms`: mean and max lateness of a 10 ms timer: how long the loop was busy without yielding;
@@ -33,6 +37,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway import appkeys as K
+from gateway.db import sqlite_inline
 from gateway.db.batching import GroupCommitter
 from gateway.federation import outbox as outbox_module
 from gateway.federation.inbox import Inbox
@@ -99,6 +104,23 @@ def patch() -> None:
     queue._attempt = _timed("attempt_ms", queue._attempt)  # type: ignore[method-assign,assignment]
     queue._deliver = _timed("deliver_ms", queue._deliver)  # type: ignore[method-assign,assignment]
     queue._refill = _timed("refill_ms", queue._refill)  # type: ignore[method-assign,assignment]
+    queue._sign = _timed("sign_ms", queue._sign)  # type: ignore[method-assign,assignment]
+    busy = sqlite_inline._while_busy
+
+    async def counted_busy(call: Callable[[], object]) -> None:
+        tries = 0
+
+        def once() -> object:
+            nonlocal tries
+            tries += 1
+            return call()
+
+        started = time.perf_counter()
+        await busy(once)
+        if tries > 1:  # SQLITE_BUSY: the loop slept waiting for another connection's lock
+            STATS.add("busy_wait_ms", 1000 * (time.perf_counter() - started))
+
+    sqlite_inline._while_busy = counted_busy
     Inbox.receive = _timed("receive_ms", Inbox.receive)  # type: ignore[method-assign,assignment]
 
 
@@ -125,11 +147,13 @@ async def _sample(app: web.Application) -> None:
             line: dict[str, Any] = {k: round(sum(v) / len(v), 1) for k, v in depth.items() if v}
             line["batches"] = STATS.counts.get("commit_ms", 0)
             for name in ("batch", "commit_ms", "committer_run_ms", "attempt_ms", "deliver_ms",
-                         "refill_ms", "receive_ms", "lag_ms"):
+                         "sign_ms", "refill_ms", "receive_ms", "lag_ms", "busy_wait_ms"):
                 if STATS.counts.get(name):
                     line[name] = round(STATS.mean(name), 1)
             line["n_attempt"] = STATS.counts.get("attempt_ms", 0)
             line["n_receive"] = STATS.counts.get("receive_ms", 0)
+            line["n_refill"] = STATS.counts.get("refill_ms", 0)
+            line["n_busy"] = STATS.counts.get("busy_wait_ms", 0)
             line["lag_max_ms"] = round(STATS.maxes.get("lag_ms", 0.0), 1)
             line["cpu"] = round((cpu - cpu0) / (now - wall0), 2)
             log.info("trace %s", json.dumps(line))

@@ -189,13 +189,17 @@ class PeerQueue:
         every = max(settings.poll_interval, settings.claim_lease / 4)
         self.wake(rescan=self._ctx.clock() - self._rescanned_at >= every)
 
+    @property
+    def backed_off(self) -> bool:
+        return bool(self._failures or self._retry_at)
+
     async def reset_backoff(self) -> None:
         """The peer just proved it is up: forget its backoff.
 
         Without a backoff there is nothing to forget, and nothing to look at again: a rescan
         here, once per inbound message, re-read and re-decoded the whole pending queue.
         """
-        if not (self._failures or self._retry_at):
+        if not self.backed_off:
             return
         self._failures, self._retry_at = 0, 0.0
         await self._ctx.destinations.record_success(self.dest, self._ctx.clock())
@@ -464,6 +468,12 @@ class Dispatcher:
             self._queues[dest].wake()
         else:
             self._wake.set()
+
+    def backed_off(self, dest: str) -> bool:
+        """Whether `peer_seen(dest)` would have anything to do (checked on every inbound
+        message, so a task is started only when it has)."""
+        queue = self._queues.get(dest)
+        return queue is not None and queue.backed_off
 
     async def peer_seen(self, dest: str) -> None:
         """A peer just talked to us, so it is up: forget its backoff (Synapse does the same)."""
