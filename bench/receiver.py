@@ -17,13 +17,16 @@ import asyncio
 import atexit
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import gateway.app
 import gateway.serve
+from bench import trace
 from bench.sqlcount import StatementCounter
 from bench.workload import TRANSPORT_TYPE
 from gateway.app import create_app
@@ -59,11 +62,24 @@ def count_statements(output: Path) -> None:
     counter = StatementCounter()
     counter.time_execute()
 
-    def counted(url: str) -> AsyncEngine:
-        return counter.attach(make_engine(url))
+    def counted(url: str, **kwargs: Any) -> AsyncEngine:
+        return counter.attach(make_engine(url, **kwargs))
 
     setattr(gateway.app, "make_engine", counted)  # noqa: B010
     atexit.register(lambda: output.write_text(json.dumps(counter.dump())))
+
+
+def trace_stages() -> None:
+    """bench/trace.py in this process too."""
+    trace.patch()
+    make: Callable[..., web.Application] = getattr(gateway.serve, "create_app")  # noqa: B009
+
+    def traced(config: GatewayConfig, **kwargs: Any) -> web.Application:
+        app = make(config, **kwargs)
+        trace.attach(app)
+        return app
+
+    setattr(gateway.serve, "create_app", traced)  # noqa: B010
 
 
 def main() -> None:
@@ -79,6 +95,8 @@ def main() -> None:
         setattr(Dispatcher, "run", _no_delivery)  # noqa: B010 - mypy refuses assigning a method
     if args.transport_only:
         accept_transport_messages()
+    if trace.ENABLED:
+        trace_stages()
     if args.sql_stats is not None:
         count_statements(args.sql_stats)
     sys.exit(tongban(["serve", "--config", args.config]))

@@ -78,7 +78,8 @@ PG_ADMIN_URL = os.environ.get("TONGBAN_BENCH_PG_URL",
 SENDER = City("CN-530100", "昆明市", "kunming")
 RECEIVER = City("CN-440403", "珠海市斗门区", "doumen")
 BODY = 2048
-CONCURRENCY = 16  # delivery.concurrency, and the HTTP baseline's client concurrency
+CONCURRENCY = int(os.environ.get("TONGBAN_BENCH_CONCURRENCY", "16"))  # delivery.concurrency, and
+# the HTTP baseline's client concurrency; the environment variable is for experiments
 TARGETS = {"sqlite": 0.25, "postgresql": 0.15}
 P99_TARGET_MS = 50.0
 RSS_TARGET_MIB = 150.0
@@ -805,9 +806,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             step(f"{name}: one receiving process")
             runs = {"1 process": await federation_run(
                 name, Path(tmp) / "one", port=port, processes=1, deliver_all=True, count=count,
-                latency=profile is None, rate_seconds=rate_seconds, profile=profile)}
+                latency=profile is None and not args.peak_only, rate_seconds=rate_seconds,
+                profile=profile)}
             token_bytes = token_bytes or runs["1 process"]["peak"]["token_bytes"]
-            if profile is not None:
+            if profile is not None or args.peak_only:
                 results["backends"][name] = runs
                 continue
             step(f"{name}: transport only ({TRANSPORT_TYPE}: stored, no case machine)")
@@ -826,7 +828,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     name, Path(tmp) / "two-stock", port=port, processes=2, deliver_all=True,
                     count=count // 2, latency=False, rate_seconds=rate_seconds)
             results["backends"][name] = runs
-    if profile is not None:
+    if profile is not None or args.peak_only:
         return results
     step("HTTP baseline")
     results["baselines"]["payload_bytes"] = token_bytes
@@ -854,6 +856,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="only the peak runs, each gateway under py-spy; collapsed stacks "
                              "in DIR (summarise with python -m bench.profile_top DIR/*.txt)")
+    parser.add_argument("--peak-only", action="store_true",
+                        help="only the one-process peak run of each backend, printed as a "
+                             "line (for measuring one change quickly; no baselines, no JSON)")
     parser.add_argument("--table", type=Path, default=None, metavar="JSON",
                         help="only print the table of an earlier run's JSON")
     parser.add_argument("--compare", type=Path, nargs="+", default=None, metavar="JSON",
@@ -866,11 +871,13 @@ def main() -> None:
         print(table(json.loads(args.table.read_text(encoding="utf-8"))))
         return
     results = asyncio.run(main_async(args))
-    if args.profile is not None:
+    if args.profile is not None or args.peak_only:
         for name, runs in results["backends"].items():
-            peak = runs["1 process"]["peak"]
-            print(f"{name}: {peak['messages_per_second']:,.0f} messages/s under py-spy; "
-                  f"CPU {_cpu(peak)}")
+            run = runs["1 process"]
+            peak = run["peak"]
+            print(f"{name}: {peak['messages_per_second']:,.0f} messages/s"
+                  f"{' under py-spy' if args.profile is not None else ''}; CPU {_cpu(peak)}; "
+                  f"per case {_per_case(peak, run)}")
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     previous = args.out.with_name("previous.json")

@@ -37,6 +37,7 @@ from aiohttp import web
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench import trace
 from bench.sqlcount import StatementCounter
 from bench.workload import ITEM, MODE, PORTAL, TRANSPORT_TYPE, application, transport_body
 from gateway import appkeys as K
@@ -134,7 +135,11 @@ def setup_logging() -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     setup_logging()
     config = load_config(args.config)
+    if trace.ENABLED:
+        trace.patch()
     app = create_app(config)
+    if trace.ENABLED:
+        trace.attach(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.server.host, config.server.port).start()

@@ -173,6 +173,8 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         pending: set[asyncio.Task[None]] = set()
 
         def peer_seen(member_id: str) -> None:
+            if not dispatcher.backed_off(member_id):
+                return  # the common case: nothing to forget, no task per inbound message
             task = asyncio.create_task(dispatcher.peer_seen(member_id))
             pending.add(task)
             task.add_done_callback(pending.discard)

@@ -6,8 +6,10 @@ operation to the `GroupCommitter` and await its result as if it ran alone: it is
 before the await returns. Operations that arrive while a transaction is in progress wait for the
 next one, so batches form by themselves under load and a lone write is not delayed.
 
-If any operation of a batch raises, the batch is rolled back and each operation is run again in
-a transaction of its own, so one bad message never takes others down with it.
+The audit records the operations append are written once per transaction, just before the
+commit (`AuditRepo.defer`/`flush`). If any operation of a batch raises, or that write does, the
+batch is rolled back and each operation is run again in a transaction of its own, so one bad
+message never takes others down with it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.audit_repo import AuditRepo
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +65,16 @@ class GroupCommitter:
         results: list[Any] = []
         try:
             async with self._engine.begin() as conn:
+                AuditRepo.defer(conn)
                 for operation, _ in batch:
                     try:
                         results.append(await operation(conn))
                     except Exception as exc:
                         raise _BatchFailed from exc
+                try:
+                    await AuditRepo.flush(conn)
+                except Exception as exc:  # one record of the batch may be at fault
+                    raise _BatchFailed from exc
         except _BatchFailed:
             for operation, future in batch:
                 await self._alone(operation, future)
@@ -82,7 +91,9 @@ class GroupCommitter:
     async def _alone(self, operation: Operation, future: asyncio.Future[Any]) -> None:
         try:
             async with self._engine.begin() as conn:
+                AuditRepo.defer(conn)
                 result = await operation(conn)
+                await AuditRepo.flush(conn)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
