@@ -21,10 +21,29 @@ from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, wait_for
 from playwright.async_api import async_playwright, expect
 
 from gateway import appkeys as K
+from gateway.cases.model import Case
 from gateway.sso.accounts import add_local_account
 
 WORKER_ID = make_id("430725", "19880412", "135")
 PASSWORD = "taoyuan-2026-worker"
+
+
+# Posts the page's application form with fetch, as a browser double-submit would.
+SUBMIT_TWICE_THEN_CHANGED = """async () => {
+  const form = document.querySelector('form[action^="/portal/apply/"]');
+  const send = (fields) => fetch(form.action, {method: 'POST', body: fields, redirect: 'manual'})
+      .then(r => r.type === 'opaqueredirect' ? 303 : r.status);
+  const fields = new URLSearchParams(new FormData(form));
+  const first = await send(fields);
+  const second = await send(fields);
+  fields.set('delivery', 'window');
+  return [first, second, await send(fields)];
+}"""
+
+
+async def doumen_cases(fed: Federation) -> list[Case]:
+    assert fed[DOUMEN].app is not None
+    return await fed[DOUMEN].app[K.CASES].list_cases(top_level=True)
 
 
 @pytest.fixture
@@ -62,9 +81,15 @@ async def test_sign_in_at_home_apply_at_partner(fed: Federation, chromium: str) 
             # Nothing fits beyond a phone's width.
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390
+            # The same form posted twice (a double click, a flaky network) files one case;
+            # posted again with other choices it is refused, and still one case.
+            sent = await page.evaluate(SUBMIT_TWICE_THEN_CHANGED)
+            assert sent == [303, 303, 409], sent
+            assert len(await doumen_cases(fed)) == 1
             await page.get_by_role("button", name="提交申请").click()
             await page.wait_for_url(re.compile(re.escape(doumen.url) + "/portal/cases/"))
             case_id = page.url.rsplit("/", 1)[-1]
+            assert [c.case_id for c in await doumen_cases(fed)] == [case_id]
             await expect(page.locator("#state")).to_have_text("办理单位已接收")
             assert await state(doumen, case_id) == "handler_received"
             assert doumen.app is not None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
+import re
 import secrets
 from importlib import resources
 from typing import Any
@@ -21,7 +23,7 @@ from aiohttp import web
 from gateway import appkeys as K
 from gateway.cases.applications import Application, Delivery, Material, Part
 from gateway.cases.model import Applicant
-from gateway.cases.service import Actor
+from gateway.cases.service import Actor, IdempotencyKey, IdempotencyKeyReused
 from gateway.db.auth_repo import Session
 from gateway.sso.exchange import OAuthError
 from registry.document import Mode
@@ -32,6 +34,7 @@ from trust.csrf import csrf_token as make_csrf
 from trust.errors import ErrorCode, TongbanError
 
 routes = web.RouteTableDef()
+FORM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")  # as token_urlsafe(16) makes them
 CHINA = datetime.timezone(datetime.timedelta(hours=8))
 
 STATE_NAMES = {
@@ -239,7 +242,20 @@ async def apply_form(request: web.Request) -> web.Response:
     if item is None:
         raise web.HTTPNotFound()
     return render_page(request, "apply.html", title="在线申请", item=item, person=_person(session),
-                 masked_id=mask_id(session.idn or ""), csrf=csrf_token(request, token))
+                 masked_id=mask_id(session.idn or ""), csrf=csrf_token(request, token),
+                 form_id=secrets.token_urlsafe(16))
+
+
+def _form_key(request: web.Request, form: Any) -> IdempotencyKey | None:
+    """The application form's own id as its idempotency key, so a double click or a reload
+    that posts the form again files one case, not two (the API's Idempotency-Key, for
+    browsers). The fingerprint covers the fields the applicant chose."""
+    form_id = str(form.get("form_id", ""))
+    if not FORM_ID_RE.match(form_id):
+        return None
+    fields = sorted((k, str(v)) for k, v in form.items() if k not in ("csrf", "form_id"))
+    canonical = json.dumps([request.path, fields], ensure_ascii=False, separators=(",", ":"))
+    return IdempotencyKey("form:" + form_id, credentials.fingerprint(canonical.encode()))
 
 
 @routes.post("/portal/apply/{code}")
@@ -264,12 +280,22 @@ async def apply(request: web.Request) -> web.StreamResponse:
         delivery=Delivery(method=method if method in ("online", "post", "window") else "online",
                           address=address),
         parts=(Part(item=item.code, handler=service.me, step=1),))
+    key = _form_key(request, form)
     try:
-        case_ = (await service.submit(_actor(session), application)).case
+        case_ = (await service.submit(_actor(session), application, idempotency=key)).case
+    except IdempotencyKeyReused:
+        # The same form, already filed, posted again with other choices (back button): the
+        # first application stands; a new one starts from a fresh form.
+        return render_page(request, "apply.html", title="在线申请", item=item, status=409,
+                     person=_person(session), masked_id=mask_id(session.idn),
+                     csrf=csrf_token(request, token), form_id=secrets.token_urlsafe(16),
+                     error="这份申请表已经提交过，请在“我的办件”中查看；如需再次申请，请使用本页新表单。")
     except TongbanError as exc:
+        # Nothing was stored, so the corrected form may keep its id.
         return render_page(request, "apply.html", title="在线申请", item=item, status=422,
                      person=_person(session), masked_id=mask_id(session.idn),
-                     csrf=csrf_token(request, token), error=f"未能提交：{exc.detail}")
+                     csrf=csrf_token(request, token), form_id=key.key[5:] if key else "",
+                     error=f"未能提交：{exc.detail}")
     raise web.HTTPSeeOther(f"/portal/cases/{case_.case_id}")
 
 
