@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from adapters.base import WebhookRefused
-from trust.webhook import same, webhook_mac
+from trust.credentials import same_secret
+from trust.webhook import webhook_mac
 
 
 def mac(secret: str, timestamp: str, body: bytes) -> str:
@@ -39,5 +40,5 @@ def verify(headers: Mapping[str, str], body: bytes, *, secret: str | None, now: 
         raise WebhookRefused(f"webhook timestamp is more than {tolerance} s from now "
                              "(replayed or a wrong clock)")
     expected = prefix + mac(secret, timestamp, body)
-    if not same(signature, expected):
+    if not same_secret(signature, expected):
         raise WebhookRefused("webhook signature does not match")

@@ -48,6 +48,7 @@ async def test_dead_letters_listed_and_requeued(fed: Federation,
         await admin.call("GET", f"/admin/v1/outbox?{bad}", expect=422)
     assert (await admin.call("POST", f"/admin/v1/outbox/{entry.id}/retry"))["requeued"] == 1
     await admin.call("POST", "/admin/v1/outbox/999999/retry", expect=404)
+    await admin.call("POST", "/admin/v1/outbox/%C2%B2/retry", expect=404)  # not an id, no 500
 
     async def tried_again() -> bool:
         [row] = [e for e in await doumen.outbox() if e.id == entry.id]

@@ -239,3 +239,13 @@ def test_db_verbs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "already at" in out
     code, out, _ = run(capsys, "db", "status", "-c", str(member))
     assert code == 0 and "(current)" in out
+
+
+def test_whole_numbers_are_ascii_digits() -> None:
+    from gateway.numbers import whole_number
+
+    assert whole_number("42") == 42
+    assert whole_number("0") == 0
+    for text in (None, "", "²", "١٢", "-1", "1.5", " 1", "x", str(2**62 + 1)):
+        assert whole_number(text) is None, text
+    assert whole_number("11", most=10) is None

@@ -32,6 +32,9 @@ ERROR_CASES: list[tuple[str, str, str, str, int, str]] = [
     ("GET", "/registry/v1/current", "POST", "/registry/v1/current", 405, "method-not-allowed"),
     ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/abc", 400, "malformed"),
     ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/999", 404, "not-found"),
+    # A superscript two passes str.isdigit() but is no version number.
+    ("GET", "/registry/v1/versions/{n}", "GET", "/registry/v1/versions/%C2%B2", 400,
+     "malformed"),
     # The portal and window API: every route refuses an anonymous or malformed call.
     ("POST", "/api/v1/login", "POST", "/api/v1/login", 422, "invalid-body"),
     ("POST", "/api/v1/logout", "POST", "/api/v1/logout", 401, "unauthenticated"),

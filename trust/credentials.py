@@ -68,7 +68,9 @@ def pseudonym(secret: str, value: str) -> str:
 
 
 def same_secret(given: str, expected: str) -> bool:
-    """Constant-time comparison of two secrets (client secrets, query passwords)."""
+    """Constant-time comparison of two secrets (client secrets, query passwords, MACs, CSRF
+    tokens), so a guesser learns nothing from how long a refusal takes. Encoded first:
+    compare_digest refuses non-ASCII str, and a forged value may be anything."""
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from trust.credentials import same_secret
+
 
 def csrf_token(secret: bytes, session_token: str) -> str:
     return hmac.new(secret, session_token.encode(), hashlib.sha256).hexdigest()[:32]
@@ -18,4 +20,4 @@ def csrf_token(secret: bytes, session_token: str) -> str:
 
 def csrf_matches(given: str, secret: bytes, session_token: str) -> bool:
     """Constant-time, so the comparison does not leak how much of a guess was right."""
-    return hmac.compare_digest(given.encode(), csrf_token(secret, session_token).encode())
+    return same_secret(given, csrf_token(secret, session_token))

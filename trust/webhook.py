@@ -15,8 +15,3 @@ import hmac
 def webhook_mac(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body,
                     hashlib.sha256).hexdigest()
-
-
-def same(given: str, expected: str) -> bool:
-    """Constant-time comparison, so a forger learns nothing from how long a refusal takes."""
-    return hmac.compare_digest(given.encode(), expected.encode())

@@ -36,7 +36,7 @@ from adapters.reference.faults import fault_middleware
 from adapters.reference.hooks import Pusher
 from adapters.reference.states import CLERK_ACTIONS, PROCEDURES, RESULTS, STATES
 from adapters.reference.store import Case, Conflict, Invalid, NotFound, Store
-from trust.webhook import same
+from trust.credentials import same_secret
 
 CSRF_COOKIE = "bj_csrf"
 TEMPLATES = jinja2.Environment(
@@ -54,7 +54,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if settings.api_key and request.path.startswith(("/api/", "/soap")):
         given = request.headers.get("X-Api-Key", "")
-        if not same(given, settings.api_key):
+        if not same_secret(given, settings.api_key):
             if request.path.startswith("/soap"):
                 return soap_face.fault("Client", "接口密钥错误")
             return _error(401, "接口密钥错误")
@@ -93,7 +93,7 @@ async def clerk_act(request: web.Request) -> web.Response:
     form = await request.post()
     cookie = request.cookies.get(CSRF_COOKIE, "")
     sent = str(form.get("csrf", ""))
-    if not cookie or not same(sent, cookie):
+    if not cookie or not same_secret(sent, cookie):
         return web.Response(status=403, text="表单已失效（CSRF 校验失败），请刷新页面后重试")
     fields = {k: str(v) for k, v in form.items() if k != "csrf" and isinstance(v, str)}
     bjbh, action = request.match_info["bjbh"], request.match_info["action"]

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.cli import commands
 from gateway.config import GatewayConfig, load_config
 from gateway.logs import configure as configure_logs
+from gateway.numbers import whole_number
 from registry.document import Status
 from trust.errors import TongbanError
 
@@ -20,9 +21,10 @@ EXIT_USAGE = 2
 
 
 def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    number = whole_number(text)
+    if number is None or number < 1:
         raise argparse.ArgumentTypeError("must be a positive integer")
-    return int(text)
+    return number
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ from gateway.cases.access import require_role
 from gateway.db.local_repo import LocalRepo
 from gateway.db.repos import OutboxEntry, OutboxState
 from gateway.http.api import _actor
+from gateway.numbers import LARGEST, whole_number
 from trust.errors import ErrorCode, TongbanError
 
 routes = web.RouteTableDef()
@@ -34,10 +35,11 @@ def _whole_number(request: web.Request, name: str, *, default: int, most: int) -
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > most:
+    number = whole_number(raw, most=most)
+    if number is None:
         raise TongbanError(f"{name} must be a whole number up to {most}",
                            code=ErrorCode.INVALID_BODY)
-    return int(raw)
+    return number
 
 
 @routes.get("/admin/v1/outbox")
@@ -47,7 +49,7 @@ async def outbox(request: web.Request) -> web.Response:
     if state is not None and state not in STATES:
         raise TongbanError(f"state must be one of {', '.join(STATES)}",
                            code=ErrorCode.INVALID_BODY)
-    after = _whole_number(request, "after", default=0, most=2**62)
+    after = _whole_number(request, "after", default=0, most=LARGEST)
     limit = _whole_number(request, "limit", default=PAGE, most=PAGE)
     if limit == 0:
         raise TongbanError("limit must be at least 1", code=ErrorCode.INVALID_BODY)
@@ -63,10 +65,11 @@ async def outbox(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     require_role(await _actor(request), "admin")
     raw = request.match_info["row_id"]
-    if not raw.isdigit():
+    row_id = whole_number(raw)
+    if row_id is None:
         raise TongbanError("not an outbox id", code=ErrorCode.NOT_FOUND)
     count = await request.app[K.OUTBOX_REPO].retry_dead(now=request.app[K.CLOCK](),
-                                                       row_id=int(raw))
+                                                       row_id=row_id)
     if count == 0:
         raise TongbanError(f"outbox #{raw} is not a dead letter", code=ErrorCode.NOT_FOUND)
     request.app[K.DISPATCHER].notify()

@@ -29,6 +29,7 @@ from gateway.db.auth_repo import Session
 from gateway.db.local_repo import LocalRepo
 from gateway.db.repos import OutboxState
 from gateway.http.portal import csrf_token, csrf_valid, read_form, render_page
+from gateway.numbers import whole_number
 from trust import credentials
 from trust.anchor import load_anchor
 from trust.errors import ErrorCode, TongbanError
@@ -214,11 +215,11 @@ async def registry(request: web.Request) -> web.Response:
 
 
 def _version_number(raw: str | None, name: str) -> int:
-    # ASCII only: str.isdigit() also admits "²" (int() refuses it) and "١" (int() reads 1).
-    if raw is None or not (raw.isascii() and raw.isdigit()):
+    number = whole_number(raw)
+    if number is None:
         raise TongbanError(f"{name} must be a registry version number",
                            code=ErrorCode.INVALID_BODY)
-    return int(raw)
+    return number
 
 
 @routes.get("/admin/registry/diff")
@@ -297,8 +298,9 @@ async def outbox(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     clerk, _ = await _acting(request, Action.RETRY)
     raw = request.match_info["row_id"]
-    count = await request.app[K.OUTBOX_REPO].retry_dead(
-        now=request.app[K.CLOCK](), row_id=int(raw)) if raw.isascii() and raw.isdigit() else 0
+    row_id = whole_number(raw)
+    count = 0 if row_id is None else await request.app[K.OUTBOX_REPO].retry_dead(
+        now=request.app[K.CLOCK](), row_id=row_id)
     if count == 0:
         raise TongbanError(f"outbox #{raw} is not a dead letter", code=ErrorCode.NOT_FOUND)
     request.app[K.DISPATCHER].notify()

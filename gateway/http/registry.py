@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, REGISTRY_REPO
+from gateway.numbers import whole_number
 from trust.errors import ErrorCode, TongbanError
 
 routes = web.RouteTableDef()
@@ -30,9 +31,10 @@ async def current(request: web.Request) -> web.Response:
 async def version(request: web.Request) -> web.Response:
     _require_operator(request)
     raw = request.match_info["n"]
-    if not raw.isdigit() or len(raw) > 9:
+    number = whole_number(raw, most=999_999_999)
+    if number is None:
         raise TongbanError("version must be a positive integer", code=ErrorCode.MALFORMED)
-    stored = await request.app[REGISTRY_REPO].get(int(raw))
+    stored = await request.app[REGISTRY_REPO].get(number)
     if stored is None:
         raise TongbanError(f"no registry version {raw}", code=ErrorCode.NOT_FOUND)
     return web.Response(text=stored.jws, content_type="application/jwt",
