@@ -9,6 +9,7 @@ reliability model). Nothing is sent before the commit, and nothing is half-appli
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import re
 import uuid
@@ -109,6 +110,14 @@ class IdempotencyKey:
 
     key: str
     fingerprint: str
+
+    @classmethod
+    def of_request(cls, key: str, request: Any) -> IdempotencyKey:
+        """Fingerprint the request as parsed (JSON-able parts), so the same request
+        re-serialised by a retrying client still matches and any changed field does not."""
+        canonical = json.dumps(request, ensure_ascii=False, sort_keys=True,
+                               separators=(",", ":"))
+        return cls(key, credentials.fingerprint(canonical.encode("utf-8")))
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,7 @@ def _idempotency(request: web.Request, body: dict[str, Any]) -> IdempotencyKey |
             not all(" " <= ch <= "~" for ch in value) or '"' in value or "\\" in value:
         raise TongbanError(f"{IDEMPOTENCY_HEADER} must be one value of 1-255 printable ASCII "
                            "characters (for example a UUID)", code=ErrorCode.MALFORMED)
-    canonical = json.dumps([request.method, request.path, body], ensure_ascii=False,
-                           sort_keys=True, separators=(",", ":"))
-    return IdempotencyKey(value, credentials.fingerprint(canonical.encode("utf-8")))
+    return IdempotencyKey.of_request(value, [request.method, request.path, body])
 
 
 async def _answer(request: web.Request, outcome: Outcome, actor: Actor) -> web.Response:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import re
 import secrets
 from importlib import resources
@@ -254,8 +253,7 @@ def _form_key(request: web.Request, form: Any) -> IdempotencyKey | None:
     if not FORM_ID_RE.match(form_id):
         return None
     fields = sorted((k, str(v)) for k, v in form.items() if k not in ("csrf", "form_id"))
-    canonical = json.dumps([request.path, fields], ensure_ascii=False, separators=(",", ":"))
-    return IdempotencyKey("form:" + form_id, credentials.fingerprint(canonical.encode()))
+    return IdempotencyKey.of_request("form:" + form_id, [request.path, fields])
 
 
 @routes.post("/portal/apply/{code}")
