@@ -164,7 +164,12 @@ def mask_numbers(text: str) -> str:
     with every resident ID number and mobile number in it masked, so it may be logged,
     stored and shown in the console."""
     text = _ID_IN_TEXT_RE.sub(lambda m: mask_id(m.group()), text)
-    return _MOBILE_IN_TEXT_RE.sub(lambda m: m.group()[:3] + "****" + m.group()[-4:], text)
+    return _MOBILE_IN_TEXT_RE.sub(lambda m: mask_phone(m.group()), text)
+
+
+def mask_phone(number: str) -> str:
+    """The first three and last four digits (138****5678), as carriers print them."""
+    return number[:3] + "****" + number[-4:]
 
 
 def mask_name(name: str) -> str:

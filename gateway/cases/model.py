@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.cases.states import CaseState, Side
-from registry.validation import mask_id
+from registry.validation import mask_id, mask_name, mask_phone
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,8 @@ class Applicant:
 
     def masked(self) -> dict[str, Any]:
         """What views and logs may show (DESIGN.md: personal data masked)."""
-        name = self.name[:1] + "*" * max(len(self.name) - 1, 0) if self.kind == "person" \
-            else self.name
-        phone = self.phone[:3] + "****" + self.phone[-4:] if self.phone and \
-            len(self.phone) >= 7 else None
+        name = mask_name(self.name) if self.kind == "person" else self.name
+        phone = mask_phone(self.phone) if self.phone and len(self.phone) >= 7 else None
         return {"kind": self.kind, "name": name,
                 "id_number": mask_id(self.id_number) if self.id_number else None,
                 "credit_code": self.credit_code, "phone": phone}
