@@ -135,7 +135,7 @@ async def drain_run(backend_name: str, root: Path, count: int) -> dict[str, Any]
         async with aiohttp.ClientSession() as http:
             for member, proc in procs.items():
                 await wait_ready(http, configs[member].server.endpoint(),
-                                 time.monotonic() + 60, proc)
+                                 time.monotonic() + 60, proc, root / f"{member}.log")
             step(f"{backend_name}: receiver down, filing {count} cases at the sender")
             stop_processes([procs[RECEIVER.member_id]])
             result["filing_s"] = round(await file_backlog(
@@ -146,7 +146,7 @@ async def drain_run(backend_name: str, root: Path, count: int) -> dict[str, Any]
             procs[RECEIVER.member_id] = start_gateway(paths[RECEIVER.member_id],
                                                       root / f"{RECEIVER.member_id}.log")
             await wait_ready(http, recv_cfg.server.endpoint(), time.monotonic() + 60,
-                             procs[RECEIVER.member_id])
+                             procs[RECEIVER.member_id], root / f"{RECEIVER.member_id}.log")
             up, busy_up = time.monotonic(), machine_busy()
             first = drained = acked = None
             busy_drained = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,7 +45,52 @@ class LocalGateway:
     settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+_PORTS_FROM = 20000  # ports for local gateways: above the well-known services ...
+_PORT_SLICE = 500  # ... a slice per parallel test worker
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the bind check below still protects us
+
+
 def free_port() -> int:
+    """A loopback port for a gateway this process is about to configure and start.
+
+    Taken below the kernel's ephemeral range: a port there is never picked as the local port
+    of an outgoing connection, which otherwise can grab it between our choosing it and the
+    gateway binding it (CI saw a gateway exit at start-up while the suite's other worker held
+    hundreds of client connections). Parallel pytest-xdist workers take disjoint slices, and a
+    port is handed out once per process, so two gateways set up together never share one.
+    """
+    floor = _ephemeral_floor()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+    if index is not None:
+        low = _PORTS_FROM + index * _PORT_SLICE
+        high = low + _PORT_SLICE
+    else:
+        low, high = _PORTS_FROM, floor
+    if high > floor or high - low < 50:
+        return _kernel_port()  # an unusual port range: let the kernel choose
+    candidates = [p for p in range(low, high) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # held by something else (or in TIME_WAIT): try another
+        _handed_out.add(port)
+        return port
+    return _kernel_port()
+
+
+def _kernel_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -161,12 +207,17 @@ def start_gateway(config_path: Path, log_path: Path, *,
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, deadline: float,
-                     proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll /healthz until the gateway holds a fresh registry; fail fast if it exits."""
+                     proc: subprocess.Popen[bytes] | None = None,
+                     log: Path | None = None) -> None:
+    """Poll /healthz until the gateway holds a fresh registry; fail fast if it exits.
+
+    With `log`, a gateway that exits or never gets ready is reported with the end of its log,
+    so a failure in an unattended run (CI) says why without the log file at hand.
+    """
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise TongbanError(f"gateway at {url} exited with code {proc.returncode}; "
-                               f"see its log")
+            raise TongbanError(f"gateway at {url} exited with code {proc.returncode}"
+                               f"{_log_tail(log)}")
         try:
             async with session.get(url + "/healthz") as resp:
                 if resp.status == 200 and (await resp.json())["registry_fresh"]:
@@ -174,7 +225,17 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, deadline: float,
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(0.1)
-    raise TongbanError(f"gateway at {url} did not become ready; see its log")
+    raise TongbanError(f"gateway at {url} did not become ready{_log_tail(log)}")
+
+
+def _log_tail(log: Path | None, lines: int = 15) -> str:
+    if log is None:
+        return "; see its log"
+    try:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return f"; its log {log} cannot be read: {exc.strerror}"
+    return f"; the end of its log {log}:\n" + "\n".join(tail)
 
 
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15) -> None:

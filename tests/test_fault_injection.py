@@ -163,7 +163,8 @@ async def setup(root: Path, db_factory: DbFactory, *, second_process: bool) -> F
 
 
 async def ready(fed: Federation, http: aiohttp.ClientSession, member: str) -> None:
-    await wait_ready(http, fed.url(member), time.monotonic() + 60, fed.procs[member])
+    await wait_ready(http, fed.url(member), time.monotonic() + 60, fed.procs[member],
+                     fed.root / f"{member}.log")
 
 
 async def until(attempt: Callable[[], Awaitable[bool]], what: str) -> None:
