@@ -18,8 +18,9 @@ from adapters.reference.context import FAULTS
 OVERSIZED_BYTES = 4 * 1024 * 1024
 MACHINE_PREFIXES = ("/api/", "/soap")
 
-# The classic "billion laughs": ten levels of ten references, a few hundred bytes that a naive
-# parser expands to gigabytes. A safe parser refuses the DTD before expanding anything.
+# The classic "billion laughs": nine levels (lol1 to lol9) of ten references each, under a
+# kilobyte that a naive parser expands to 10**9 copies of "lol" (3 GB). A safe parser refuses the
+# DTD before expanding anything.
 XML_BOMB = (
     b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
     + b"".join(
