@@ -79,6 +79,18 @@ class WebhookRefused(AdapterError):
         super().__init__(message, transient=False)
 
 
+class PushesNotTaken(AdapterError):
+    """This local system does not push: its adapter polls (or its mapping has no webhook).
+
+    Kept apart so the gateway answers 404, as when it has no local system at all: there is no
+    webhook here for the sender to fix its content or credentials for, and a 422 would send the
+    local system's operator looking for a fault in a push that can never be taken.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
 class ConfigProblem(Exception):
     """An adapter's configuration is wrong; the message names the option path."""
 
@@ -123,5 +135,7 @@ class RegionAdapter(abc.ABC):
 
     def webhook(self, headers: Mapping[str, str], body: bytes) -> list[LocalEvent]:
         """Events pushed by the local system. Must authenticate the call (HMAC or mTLS) and
-        raise `AdapterError(transient=False)` when it does not."""
-        raise AdapterError(f"the {self.name} adapter takes no webhooks", transient=False)
+        raise `WebhookRefused` when it does not. An adapter that only polls keeps this default,
+        which the gateway answers with 404."""
+        raise PushesNotTaken(f"this member's local system does not push; its {self.name} "
+                             "adapter polls")

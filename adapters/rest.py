@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from adapters.base import AdapterError, LocalEvent
+from adapters.base import AdapterError, LocalEvent, PushesNotTaken
 from adapters.httpcall import exchange, refuse_status
 from adapters.mapped import MappedAdapter, problem
 from adapters.mapping import RegionMapping
@@ -89,8 +89,8 @@ class RestAdapter(MappedAdapter):
     def webhook(self, headers: Mapping[str, str], body: bytes) -> list[LocalEvent]:
         hook = self.mapping.webhook
         if hook is None:
-            raise AdapterError("this region's mapping has no [webhook] section: pushes are "
-                               "refused", transient=False)
+            raise PushesNotTaken("this member's local system does not push; its rest adapter "
+                                 "polls (the mapping has no [webhook] section)")
         if len(body) > self.mapping.service.max_answer_bytes:
             raise AdapterError("webhook body over the size limit", transient=False)
         verify(headers, body, secret=self.secrets.get(hook.secret), now=self.clock(),

@@ -11,7 +11,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from adapters.base import AdapterError, ConfigProblem, LocalCase, LocalEvent, RegionAdapter
+from adapters.base import (
+    AdapterError,
+    ConfigProblem,
+    LocalCase,
+    LocalEvent,
+    PushesNotTaken,
+    RegionAdapter,
+)
 from adapters.reference.faults import EXTERNAL_ENTITY, XML_BOMB
 from adapters.rest import RestAdapter
 from adapters.soap import SoapAdapter
@@ -209,6 +216,23 @@ def test_soap_mapping_with_a_webhook_is_refused(tmp_path: Path) -> None:
         f.write('\n[webhook]\nsecret = "x"\n')
     with pytest.raises(ConfigProblem, match="takes no webhooks"):
         SoapAdapter.check_config({"mapping": "s.toml"}, base=tmp_path)
+
+
+async def test_a_polled_adapter_says_it_takes_no_pushes(
+        tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """SOAP always polls, REST polls when its mapping has no [webhook]: both raise
+    PushesNotTaken, which the gateway answers 404 rather than 422 (tests/test_local_bridge)."""
+    soap = soap_adapter("http://127.0.0.1:9", http)
+    with pytest.raises(PushesNotTaken, match="does not push; its soap adapter polls"):
+        soap.webhook({}, b"{}")
+    text = (EXAMPLES / "rest-reference.toml").read_text(encoding="utf-8")
+    start = text.index("\n[webhook]")
+    end = text.index("\n[", start + 1)
+    (tmp_path / "polled.toml").write_text(text[:start] + text[end:], encoding="utf-8")
+    rest = rest_adapter("http://127.0.0.1:9", http, mapping=tmp_path / "polled.toml")
+    assert rest.mapping.webhook is None
+    with pytest.raises(PushesNotTaken, match="has no \\[webhook\\] section"):
+        rest.webhook({}, b"{}")
 
 
 def test_config_check_validates_the_region_mapping(tmp_path: Path,

@@ -45,6 +45,7 @@ class LocalSystem:
     crash: bool = False  # the adapter itself fails with something other than AdapterError
     on_submit: Callable[[str], Awaitable[None]] | None = None  # runs before submit answers
     calls: list[str] = field(default_factory=list)
+    pushes: bool = True  # False: the system is polled, and its adapter keeps the default webhook
 
     def decide(self, case_id: str, action: str, **body: Any) -> LocalEvent:
         event = LocalEvent(event_id=f"e{len(self.feed) + 1}", case_id=case_id, action=action,
@@ -93,6 +94,8 @@ def adapter_for(system: LocalSystem) -> type[RegionAdapter]:
             return system.feed[start:], str(len(system.feed))
 
         def webhook(self, headers: Mapping[str, str], body: bytes) -> list[LocalEvent]:
+            if not system.pushes:
+                return super().webhook(headers, body)
             if headers.get("X-Fake-Signature") != "ok":
                 raise WebhookRefused("bad signature")
             try:
@@ -219,6 +222,26 @@ async def test_events_apply_once_and_refusals_are_kept(
         assert result.startswith("refused:")
         await reach(fed[TAOYUAN], case_id, "accepted")
         assert await state(fed[DOUMEN], case_id) == "accepted"
+
+
+async def test_a_push_where_nothing_takes_pushes_is_not_found(
+        fed: Federation, system: LocalSystem) -> None:
+    """A polled local system (DOUMEN's adapter keeps the default webhook) and no local system
+    at all (TAOYUAN) are the same to a pusher: no such endpoint here, a 404 problem, not the
+    422 that would blame the content of a push that can never be taken."""
+    system.pushes = False
+    event = {"id": "w-1", "case": "CN-430725:x", "action": "accept", "body": {}}
+    async with aiohttp.ClientSession() as http:
+        for node, detail in ((fed[DOUMEN], "does not push; its fake adapter polls"),
+                             (fed[TAOYUAN], "has no local case system")):
+            async with http.post(node.url + "/adapters/v1/events", json=event,
+                                 headers={"X-Fake-Signature": "ok"}) as resp:
+                assert resp.status == 404
+                assert resp.content_type == "application/problem+json"
+                doc = await resp.json()
+            assert doc["type"] == "urn:tongban:error:not-found"
+            assert detail in doc["detail"], doc
+    assert "webhook" not in system.calls and system.feed == []
 
 
 async def test_withdrawal_reaches_the_local_system(

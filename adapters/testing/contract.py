@@ -29,6 +29,7 @@ from adapters.base import (
     AdapterError,
     LocalCase,
     LocalEvent,
+    PushesNotTaken,
     RegionAdapter,
     WebhookRefused,
 )
@@ -267,8 +268,10 @@ async def _duplicates(kit: Kit) -> None:
     await kit.drain()
     push = await kit.driver.push()
     if push is None:
-        await kit.expect_error("duplicates: unsigned push refused",
-                               _later(kit.adapter.webhook, {}, b"{}"), transient=False)
+        # A system that does not push: the adapter must say so (the gateway answers 404).
+        await kit.expect_error("duplicates: push to a polled system refused",
+                               _later(kit.adapter.webhook, {}, b"{}"), transient=False,
+                               kind=PushesNotTaken)
         return
     headers, body = push
     once = kit.adapter.webhook(headers, body)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from adapters.base import AdapterError, WebhookRefused
+from adapters.base import AdapterError, PushesNotTaken, WebhookRefused
 from gateway import appkeys as K
 from gateway.http.federation import read_limited
 from trust.errors import ErrorCode, TongbanError
@@ -16,12 +16,16 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 @routes.post("/adapters/v1/events")
 async def events(request: web.Request) -> web.Response:
     bridge = request.app.get(K.LOCAL)
+    # No local system, or one that is polled: either way nothing here takes pushes, so both
+    # are the same 404 (not a 422, which would blame the content of the push).
     if bridge is None:
-        raise TongbanError("no local case system is configured on this gateway",
+        raise TongbanError("this member has no local case system: nothing here takes pushes",
                            code=ErrorCode.NOT_FOUND)
     body = await read_limited(request, MAX_WEBHOOK_BYTES)
     try:
         received = bridge.adapter.webhook(dict(request.headers), body)
+    except PushesNotTaken as exc:
+        raise TongbanError(str(exc), code=ErrorCode.NOT_FOUND) from None
     except WebhookRefused as exc:
         raise TongbanError(f"webhook refused: {exc}", code=ErrorCode.UNAUTHENTICATED) from None
     except AdapterError as exc:
