@@ -29,6 +29,13 @@ from adapters.xmltree import answer
 EXAMPLES = Path(__file__).parent.parent / "adapters" / "examples"
 API_KEY = "reference-api-key-for-tests"
 HOOK_SECRET = "reference-webhook-secret-0123456789"
+# The local codes the reference system's two faces must receive, written here from the codes the
+# mappings were designed for, not read from the mapping files under test: a wrong row in a
+# mapping's [codes.items] must fail the kit, not agree with itself.
+REST_ITEMS = {"KSTB-SB-0001": "XS-SB-1001", "KSTB-SB-0002": "XS-SB-1002",
+              "KSTB-HJ-0001": "XS-HJ-1001"}
+SOAP_ITEMS = {"KSTB-SB-0001": "CS-SB-2001", "KSTB-SB-0002": "CS-SB-2002",
+              "KSTB-JY-0001": "CS-JY-2001"}
 
 
 @pytest.fixture
@@ -68,7 +75,8 @@ def driver(reference: ReferenceSystem, http: aiohttp.ClientSession, *,
 
 async def test_rest_adapter_passes_the_contract(reference: ReferenceSystem,
                                                 http: aiohttp.ClientSession) -> None:
-    await run_contract(rest_adapter(reference.url, http), driver(reference, http))
+    await run_contract(rest_adapter(reference.url, http), driver(reference, http),
+                       items=REST_ITEMS)
 
 
 @pytest.fixture
@@ -83,7 +91,7 @@ async def open_reference(tmp_path: Path) -> AsyncIterator[ReferenceSystem]:
 async def test_soap_adapter_passes_the_contract(
         open_reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
     await run_contract(soap_adapter(open_reference.url, http),
-                       ReferenceDriver(open_reference.url, http))
+                       ReferenceDriver(open_reference.url, http), items=SOAP_ITEMS)
 
 
 # --- the kit fails what breaks the contract ------------------------------------------------
@@ -111,7 +119,7 @@ async def test_the_kit_catches_an_adapter_that_swallows_errors(
         reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, cls=SwallowingAdapter),
-                           driver(reference, http))
+                           driver(reference, http), items=REST_ITEMS)
     failures = caught.value.failures
     assert any(f.startswith("outage: poll while down") for f in failures)
     assert any(f.startswith("malformed[xml_bomb]: poll") for f in failures)
@@ -122,7 +130,7 @@ async def test_the_kit_catches_a_non_idempotent_submit(
         reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, cls=ForgetfulAdapter),
-                           driver(reference, http))
+                           driver(reference, http), items=REST_ITEMS)
     assert any("not idempotent" in f for f in caught.value.failures)
 
 
@@ -138,10 +146,31 @@ async def test_the_kit_catches_a_wrongly_mapped_state(
     path.write_text(broken, encoding="utf-8")
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, mapping=path),
-                           driver(reference, http))
+                           driver(reference, http), items=REST_ITEMS)
     assert [f for f in caught.value.failures if f.startswith("round_trip[full]")], \
         caught.value.failures
     assert "resume" in "\n".join(caught.value.failures)
+
+
+async def test_the_kit_catches_wrongly_mapped_item_codes(
+        reference: ReferenceSystem, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Two rows of [codes.items] swapped: every code is still well-formed and one-to-one, so the
+    mapping loads and the reference system takes the cases; only the kit's item check sees that
+    社保 item 0001 arrives as the local 1002 and back."""
+    text = (EXAMPLES / "rest-reference.toml").read_text(encoding="utf-8")
+    rows = '"KSTB-SB-0001" = "XS-SB-1001"\n"KSTB-SB-0002" = "XS-SB-1002"'
+    assert rows in text
+    swapped = text.replace(rows, '"KSTB-SB-0001" = "XS-SB-1002"\n"KSTB-SB-0002" = "XS-SB-1001"')
+    path = tmp_path / "swapped-items.toml"
+    path.write_text(swapped, encoding="utf-8")
+    with pytest.raises(ContractFailure) as caught:
+        await run_contract(rest_adapter(reference.url, http, mapping=path),
+                           driver(reference, http), items=REST_ITEMS)
+    failures = caught.value.failures
+    assert any("item KSTB-SB-0001 arrived as 'XS-SB-1002', not as the local system's "
+               "'XS-SB-1001'" in f for f in failures), failures
+    assert any("item KSTB-SB-0002 arrived as 'XS-SB-1001'" in f for f in failures), failures
+    assert all("arrived as" in f for f in failures), failures  # nothing else is wrong
 
 
 # --- hostile and broken answers, one by one ------------------------------------------------
@@ -303,3 +332,20 @@ def test_the_kit_runs_from_the_command_line(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 1
     assert "contract FAILED" in bad.stderr and "round_trip[full]" in bad.stderr, bad.stderr
+
+
+def test_the_command_line_checks_the_item_codes_it_is_given(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --item the kit expects the mapping's own [codes.items]; --item gives the local
+    codes from the authority's catalog, so a row that disagrees with it fails."""
+    from adapters.testing.__main__ import main
+
+    mapping = str(EXAMPLES / "soap-reference.toml")
+    assert main(["soap", mapping, "--item", "KSTB-SB-0001=CS-SB-2009"]) == 1
+    err = capsys.readouterr().err
+    assert "item KSTB-SB-0001 arrived as 'CS-SB-2001', not as the local system's 'CS-SB-2009'" \
+        in err, err
+    with pytest.raises(SystemExit) as exited:
+        main(["soap", mapping, "--item", "KSTB-SB-0001"])
+    assert exited.value.code == 2
+    assert "expected OURS=LOCAL" in capsys.readouterr().err

@@ -6,6 +6,9 @@ contract, so the same checks run for REST, SOAP or any adapter shipped as its ow
 
 - every case state round-trips: each handling action an officer takes locally comes back from
   `poll` as exactly that action with exactly that body, and `submit` is idempotent;
+- a submitted case arrives under the local system's own item code: `items`, given by whoever
+  knows the local catalog, says which local code each of ours must become, so a code table in
+  the mapping that points an item at the wrong local one fails instead of agreeing with itself;
 - a local outage is reported as transient (so the gateway retries) and loses nothing: a case
   whose answer was lost is created once, not twice;
 - duplicate deliveries are harmless: the same local event always carries the same event id,
@@ -49,6 +52,7 @@ class LocalView:
     """What the local system holds for one of our cases, in our terms."""
 
     ref: str
+    item_code: str  # as the local system holds it (its own code, not ours)
     material_codes: tuple[str, ...]
     withdrawn: bool
 
@@ -110,9 +114,10 @@ def sample_case(case_id: str, item_code: str) -> LocalCase:
 class Kit:
     adapter: RegionAdapter
     driver: LocalDriver
-    item_code: str
+    items: Mapping[str, str]  # our item code -> the local system's
     failures: list[str] = field(default_factory=list)
     cursor: str | None = None
+    submitted: int = 0
 
     def fail(self, check: str, message: str) -> None:
         self.failures.append(f"{check}: {message}")
@@ -149,13 +154,24 @@ class Kit:
         return events
 
     def new_case(self) -> LocalCase:
-        return sample_case(f"TB-CONTRACT-{uuid.uuid4().hex[:12]}", self.item_code)
+        """A fresh case, the items taken in turn so that each case checks another table row."""
+        codes = sorted(self.items)
+        code = codes[self.submitted % len(codes)]
+        self.submitted += 1
+        return sample_case(f"TB-CONTRACT-{uuid.uuid4().hex[:12]}", code)
 
 
 async def run_contract(adapter: RegionAdapter, driver: LocalDriver, *,
-                       item_code: str = "KSTB-SB-0001") -> None:
-    """Run every check; raise `ContractFailure` naming each one that failed."""
-    kit = Kit(adapter, driver, item_code)
+                       items: Mapping[str, str]) -> None:
+    """Run every check; raise `ContractFailure` naming each one that failed.
+
+    `items`: the alliance item codes the kit submits, each with the code the local system must
+    receive for it. Write it from the local system's own catalog, not from the mapping under
+    test: copied from the mapping, a wrong row would agree with itself.
+    """
+    if not items:
+        raise ValueError("run_contract needs at least one item code and its local code")
+    kit = Kit(adapter, driver, dict(items))
     await driver.fail(None)
     try:
         kit.cursor = (await adapter.poll(None))[1]
@@ -183,6 +199,10 @@ async def _submit_once(kit: Kit, check: str, case: LocalCase) -> str | None:
         kit.fail(check, f"expected one local case {ref!r} for {case.case_id}, found "
                         f"{[v.ref for v in views]}")
         return None
+    expected = kit.items[case.item_code]
+    if views[0].item_code != expected:
+        kit.fail(check, f"item {case.item_code} arrived as {views[0].item_code!r}, not as the "
+                        f"local system's {expected!r}")
     codes = {m["code"] for m in case.materials}
     if not codes <= set(views[0].material_codes):
         kit.fail(check, f"materials {sorted(codes)} did not arrive (local: "

@@ -85,7 +85,8 @@ class ReferenceDriver(LocalDriver):
 
     async def inspect(self, case_id: str) -> list[LocalView]:
         doc = await self._json("GET", f"/admin/cases?wbbh={case_id}")
-        return [LocalView(ref=c["bjbh"], material_codes=tuple(m["bm"] for m in c["cl"]),
+        return [LocalView(ref=c["bjbh"], item_code=c["sxbm"],
+                          material_codes=tuple(m["bm"] for m in c["cl"]),
                           withdrawn=c["zt"] == "YCH") for c in doc["cases"]]
 
     async def cases(self, case_id: str) -> list[dict[str, Any]]:
