@@ -1,9 +1,13 @@
 """The audit trail: every message sent and received, with its receipt, in a hash chain that an
-auditor checks offline; any tampering is named at the first bad entry."""
+auditor checks offline; any tampering is named at the first bad entry, entries cut off at the
+end are caught by the signed head, and a signature counts only with a key its signer held at
+the time of the entry."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +16,7 @@ import pytest
 from fedkit import DOUMEN, TAOYUAN, DbFactory, Federation, build_federation, new_case
 
 from gateway.cli.main import main
+from trust.audit import GENESIS, AuditEntry, AuditHead, chain_hash, header_digest, sign_head
 
 
 @pytest.fixture
@@ -51,7 +56,10 @@ async def test_export_verifies_and_tampering_is_named(
     code, out, err = await cli(capsys, "audit", "export", "-c", config, "--out", str(export))
     assert code == 0, err
     lines = export.read_text(encoding="utf-8").splitlines()
-    entries = [json.loads(line) for line in lines[1:]]
+    entries = [json.loads(line) for line in lines[1:-1]]
+    head = json.loads(lines[-1])["head"]
+    assert json.loads(base64.urlsafe_b64decode(head.split(".")[0] + "=="))["typ"] == \
+        "tongban-audit-head+jwt"
     # Doumen's own: three sent (out) and one received (in), each with its receipt.
     assert sorted(e["direction"] for e in entries if e["type"].startswith("case.")) == \
         ["in", "out", "out", "out"]
@@ -83,3 +91,65 @@ async def test_export_verifies_and_tampering_is_named(
         code, out, err = await cli(capsys, "audit", "verify", "--anchor", anchor, str(bad))
         assert code == 1, name
         assert f"entry {position} " in err and len(err.strip().splitlines()) == 1, err
+
+
+async def test_truncation_backdating_and_a_foreign_head_are_named(
+        fed: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doumen, taoyuan = fed[DOUMEN], fed[TAOYUAN]
+    case_id = new_case(DOUMEN)
+    for _ in range(2):
+        await doumen.send(TAOYUAN, case_id=case_id)
+    await doumen.wait_delivered(2)
+    config = str(doumen.config.keys.dir.parent / "tongban.toml")
+    anchor = str(doumen.config.trust.anchor)
+    export = tmp_path / "doumen-audit.jsonl"
+    code, _, err = await cli(capsys, "audit", "export", "-c", config, "--out", str(export))
+    assert code == 0, err
+    lines = export.read_text(encoding="utf-8").splitlines()
+    count = len(lines) - 2
+
+    async def verify(name: str, change: object) -> str:
+        bad = tmp_path / f"changed-{name}.jsonl"
+        rewrite(export, bad, change)
+        code, out, err = await cli(capsys, "audit", "verify", "--anchor", anchor, str(bad))
+        assert code == 1, (name, out)
+        assert len(err.strip().splitlines()) == 1, err
+        return err
+
+    # The last entry dropped, the head kept: every remaining hash still chains.
+    err = await verify("last-entry", lambda ls: [*ls[:-2], ls[-1]])
+    assert f"head: signed for {count} entries, the export holds {count - 1}" in err
+    # The head dropped too, or alone: nothing says the file is complete.
+    for name, change in (("no-head", lambda ls: ls[:-1]),
+                         ("cut-short", lambda ls: ls[:-2])):
+        err = await verify(name, change)
+        assert "head: the export does not end with its signed head statement" in err
+    # A head that says the right things, signed by another member.
+    header = lines[0]
+    tip = json.loads(lines[-2])["entry_hash"]
+    foreign = sign_head(AuditHead(member=DOUMEN, exported_at=int(fed.clock()), count=count,
+                                  tip=tip, header_digest=header_digest(header)),
+                        taoyuan.signing_key())
+    err = await verify("foreign-head", lambda ls: [*ls[:-1], json.dumps({"head": foreign})])
+    assert "head: key" in err and "newest registry version" in err
+
+    # An entry moved back a day, before the alliance existed, and the chain recomputed after
+    # it (anyone can rehash an unkeyed chain): its message was signed with a key no registry
+    # version in force then lists.
+    def backdate(ls: list[str]) -> list[str]:
+        prev, rechained = GENESIS, []
+        for position, line in enumerate(ls[1:-1]):
+            entry = AuditEntry.from_json(json.loads(line))
+            if position == 0:
+                entry = dataclasses.replace(entry, at=entry.at - 86400)
+            entry = dataclasses.replace(entry, prev_hash=prev)
+            entry = dataclasses.replace(entry, entry_hash=chain_hash(entry))
+            prev = entry.entry_hash
+            rechained.append(json.dumps(entry.to_json()))
+        return [ls[0], *rechained, ls[-1]]
+
+    err = await verify("backdated", backdate)
+    assert "entry 1 " in err and "which no registry version in force at" in err
+
+    code, out, _ = await cli(capsys, "audit", "verify", "--anchor", anchor, str(export))
+    assert code == 0 and "chain intact and complete" in out

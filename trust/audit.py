@@ -2,6 +2,9 @@
 
 Each entry's hash covers its content (RFC 8785 canonical JSON) and the hash of the entry
 before it, so an entry cannot be changed, removed or moved without breaking every later hash.
+What the chain cannot show is entries cut off at the end: an export therefore ends with a head
+statement, a JWS by the exporting member over the chain's tip, the entry count and the export's
+header, which an auditor checks like any other signature.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
+
+from trust import jws
+from trust.keys import SigningKey, sha256_b64url
 
 GENESIS = "0" * 64
 
@@ -51,3 +57,35 @@ class AuditEntry:
 def chain_hash(entry: AuditEntry) -> str:
     canonical = rfc8785.dumps(entry.fields())
     return hashlib.sha256(entry.prev_hash.encode("ascii") + b"\n" + canonical).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """What the head statement of an export says: who exported how many entries, when, with
+    which chain tip, under which header line (its digest binds the registry versions in it)."""
+
+    member: str
+    exported_at: int
+    count: int
+    tip: str
+    header_digest: str
+
+    def claims(self) -> dict[str, Any]:
+        return {"iss": self.member, "iat": self.exported_at, "count": self.count,
+                "tip": self.tip, "header": self.header_digest}
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> AuditHead:
+        return cls(member=jws.require_str(claims, "iss"),
+                   exported_at=jws.require_int(claims, "iat"),
+                   count=jws.require_int(claims, "count"), tip=jws.require_str(claims, "tip"),
+                   header_digest=jws.require_str(claims, "header"))
+
+
+def header_digest(header_line: str) -> str:
+    """The digest of the export's first line exactly as written (without its newline)."""
+    return sha256_b64url(header_line.encode("utf-8"))
+
+
+def sign_head(head: AuditHead, key: SigningKey) -> str:
+    return jws.sign(head.claims(), key, jws.TokenType.AUDIT_HEAD)

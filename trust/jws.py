@@ -30,6 +30,8 @@ class TokenType(enum.StrEnum):
     RECEIPT = "tongban-receipt+jwt"
     SSO = "tongban-sso+jwt"
     REQUEST = "tongban-req+jwt"
+    # The signed last line of an audit export (gateway/audit.py); never sent to a peer.
+    AUDIT_HEAD = "tongban-audit-head+jwt"
 
 
 @dataclass(frozen=True)

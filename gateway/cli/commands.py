@@ -28,13 +28,13 @@ from gateway.db.engine import create_schema, make_engine
 from gateway.db.repos import OutboxEntry, OutboxRepo, OutboxState, RegistryRepo
 from gateway.federation.messages import CASE_ID_RE
 from gateway.federation.outbox import enqueue
-from gateway.keystore import KeyStore
+from gateway.keystore import KeyStore, Signer
 from gateway.sso.accounts import add_local_account
 from registry.document import MEMBER_ID_RE, Item, Member, Role, Status
 from registry.validation import mask_id
 from registry.versions import verify_version
 from trust.anchor import load_anchor
-from trust.audit import AuditEntry
+from trust.audit import GENESIS, AuditEntry, AuditHead, header_digest, sign_head
 from trust.credentials import hash_password
 from trust.errors import ConfigError, TongbanError
 from trust.keys import Alg
@@ -517,6 +517,9 @@ def db_status(config: GatewayConfig) -> None:
 
 
 def audit_export(config: GatewayConfig, out_path: Path) -> None:
+    """The trail for an auditor, ending with a head statement signed with this member's key:
+    without it, entries cut off at the end of the file could not be told from entries that
+    never existed."""
     async def run() -> tuple[list[Any], list[str]]:
         engine = make_engine(config.database.url)
         try:
@@ -527,37 +530,52 @@ def audit_export(config: GatewayConfig, out_path: Path) -> None:
             await engine.dispose()
         return entries, versions
 
+    keys = keystore(config)
+    keys.load()  # before anything is written: an export that cannot be signed is useless
     entries, versions = asyncio.run(run())
-    header = {"format": audit.FORMAT, "member": config.member_id,
-              "exported_at": int(time.time()), "registry": versions}
+    held = verify_version(versions[-1], load_anchor(config.trust.anchor)) if versions else None
+    key = Signer(config.member_id, keys).current(held)
+    exported_at = int(time.time())
+    header_line = json.dumps({"format": audit.FORMAT, "member": config.member_id,
+                              "exported_at": exported_at, "registry": versions},
+                             ensure_ascii=False)
+    head = AuditHead(member=config.member_id, exported_at=exported_at, count=len(entries),
+                     tip=entries[-1].entry_hash if entries else GENESIS,
+                     header_digest=header_digest(header_line))
     with out_path.open("x", encoding="utf-8") as f:  # never overwrite an earlier export
-        f.write(json.dumps(header, ensure_ascii=False) + "\n")
+        f.write(header_line + "\n")
         for entry in entries:
             f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+        f.write(json.dumps({"head": sign_head(head, key)}) + "\n")
     out_path.chmod(0o600)  # the messages inside carry personal data
     out(f"{len(entries)} audit entries and {len(versions)} registry versions written to "
-        f"{out_path}")
+        f"{out_path}, signed with key {key.kid}")
 
 
 def audit_verify(path: Path, anchor_path: Path) -> None:
     anchor = load_anchor(anchor_path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
         header = json.loads(lines[0])
-        entries = [AuditEntry.from_json(json.loads(line)) for line in lines[1:] if line]
+        docs = [json.loads(line) for line in lines[1:]]
+        head = docs.pop()["head"] if docs and "head" in docs[-1] else None
+        entries = [AuditEntry.from_json(doc) for doc in docs]
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise AllianceError(f"{path}: not an audit export ({type(exc).__name__})") from None
     if header.get("format") != audit.FORMAT:
         raise AllianceError(f"{path}: format {header.get('format')!r}, expected "
                             f"{audit.FORMAT}")
+    member = str(header.get("member"))
     try:
         snapshots = audit.registry_snapshots(header.get("registry", []), anchor)
-        count = audit.verify_trail(entries, snapshots, str(header.get("member")))
+        count = audit.verify_trail(entries, snapshots, member)
+        audit.verify_head(head if isinstance(head, str) else None, entries, snapshots, member,
+                          header_digest(lines[0]))
     except audit.AuditFailure as exc:
         raise AllianceError(f"audit trail broken at {exc}") from None
-    out(f"audit trail of {header.get('member')} verified: {count} entries, chain intact, "
-        f"every message and receipt signature checks against {len(snapshots)} registry "
-        "versions")
+    out(f"audit trail of {member} verified: {count} entries, chain intact and complete "
+        f"(signed head), every message and receipt signature checks against the key its "
+        f"signer held at the time, from {len(snapshots)} registry versions")
 
 
 def check_config(config: GatewayConfig) -> None:
