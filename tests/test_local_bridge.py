@@ -45,6 +45,10 @@ class LocalSystem:
     crash: bool = False  # the adapter itself fails with something other than AdapterError
     on_submit: Callable[[str], Awaitable[None]] | None = None  # runs before submit answers
     calls: list[str] = field(default_factory=list)
+    # Whether the gateway's breaker is open right now (the test wires it to the bridge), and
+    # every call that reached the system while it was.
+    breaker_open: Callable[[], bool] = field(default=lambda: False)
+    calls_while_open: list[str] = field(default_factory=list)
     pushes: bool = True  # False: the system is polled, and its adapter keeps the default webhook
 
     def decide(self, case_id: str, action: str, **body: Any) -> LocalEvent:
@@ -65,6 +69,8 @@ def adapter_for(system: LocalSystem) -> type[RegionAdapter]:
 
         def _up(self, what: str) -> None:
             system.calls.append(what)
+            if system.breaker_open():
+                system.calls_while_open.append(what)
             if system.down:
                 raise AdapterError("connection refused", transient=True)
             if system.refuse:
@@ -177,24 +183,56 @@ async def test_local_system_decides_and_the_receiver_sees_it(
 
 
 async def test_local_outage_queues_and_nothing_is_lost(
-        fed: Federation, system: LocalSystem) -> None:
+        slow_reset_fed: Federation, system: LocalSystem) -> None:
+    """The breaker (3 failures, 600 s) stops every call while open, lets exactly one probe
+    through once the cool-down is over (on the bridge's clock, moved forward rather than
+    waited for), and nothing queued meanwhile is lost."""
+    fed = slow_reset_fed
+    bridge = fed[DOUMEN].app[K.LOCAL]  # type: ignore[index]
+    repo = LocalRepo(fed[DOUMEN].app[K.ENGINE])  # type: ignore[index]
+    system.breaker_open = lambda: bool(bridge.breaker.open)
     system.down = True
     async with aiohttp.ClientSession() as http:
         case_ids = [await apply_online(fed, http) for _ in range(3)]
-        bridge = fed[DOUMEN].app[K.LOCAL]  # type: ignore[index]
 
         async def breaker_open() -> bool:
-            return bridge.breaker.open
+            return bool(bridge.breaker.open)
+
+        async def all_queued_and_due() -> bool:
+            return len(await repo.due(fed.clock())) == len(case_ids)
 
         await wait_for(breaker_open, what="the circuit breaker to open")
         calls_when_open = len(system.calls)
+        # Every case reaches the queue and is due, and none is sent: the worker and the poller
+        # keep running meanwhile, and one more round of each, made here, calls nothing either.
+        await wait_for(all_queued_and_due, what="the three submits to be queued and due")
+        assert await bridge.process_due() == 0
+        assert await bridge.poll_once() == 0
+        assert len(system.calls) == calls_when_open
+        assert system.calls_while_open == []
         for case_id in case_ids:
             assert await state(fed[TAOYUAN], case_id) == "submitted"
+
+        # Cool-down over, system still down: one probe, which fails and opens the breaker again.
+        fed.clock.advance(601)
+
+        async def probed() -> bool:
+            return len(system.calls) > calls_when_open and bool(bridge.breaker.open)
+
+        await wait_for(probed, what="a half-open probe after the cool-down")
+        assert await bridge.process_due() == 0
+        assert len(system.calls) == calls_when_open + 1, system.calls[calls_when_open:]
+        assert system.calls[-1] in ("poll", "submit")
+
+        # Cool-down over again, system back: the probe succeeds, the breaker closes and the
+        # queue drains.
         system.down = False
+        fed.clock.advance(601)
         for case_id in case_ids:
             await reach(fed[TAOYUAN], case_id, "handler_received")
     assert set(system.cases) == set(case_ids)  # each once, none lost
-    assert len(system.calls) > calls_when_open
+    assert not bridge.breaker.open
+    assert system.calls_while_open == []
 
 
 async def test_events_apply_once_and_refusals_are_kept(

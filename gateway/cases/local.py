@@ -228,9 +228,12 @@ class LocalBridge:
         return Outcome(event_id, f"refused: {reason}")
 
     async def poll_once(self) -> int:
+        cursor = await self._repo.cursor(self.adapter.name)
+        # Checked after the cursor read, right before the call: checked before it, a poll could
+        # pass a closed breaker, wait for the database while the worker's calls open it, and
+        # call the local system anyway (a second probe when the breaker half-opens).
         if self.breaker.open:
             return 0
-        cursor = await self._repo.cursor(self.adapter.name)
         try:
             events, next_cursor = await self.adapter.poll(cursor)
         except AdapterError as exc:
