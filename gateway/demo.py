@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,12 @@ def say(step: str) -> None:
     print(step, flush=True)
 
 
-def demo_items() -> dict[str, list[Item]]:
-    """Both cities offer every item of the seed catalog, in every mode it allows."""
+def demo_items(members: Sequence[City] = (DOUMEN, TAOYUAN)) -> dict[str, list[Item]]:
+    """Every member offers every item of the seed catalog, in every mode it allows (the
+    compose set-up admits a third member on the same terms)."""
     catalog = load_catalog()
     offered = [item.registry_item() for item in catalog]
-    return {DOUMEN.member_id: offered, TAOYUAN.member_id: offered}
+    return {city.member_id: offered for city in members}
 
 
 def worker_id(division: str = "430725") -> str:

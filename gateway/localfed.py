@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,16 +134,23 @@ def config_text(gateway: LocalGateway, *, operator_url: str, alliance: str | Non
 
 
 def write_configs(root: Path, operator: LocalGateway, members: Sequence[LocalGateway], *,
-                  alliance: str = "yunshangban") -> dict[str, Path]:
-    """One folder per city holding its `tongban.toml`; returns the path per member id."""
-    operator_url = f"http://127.0.0.1:{operator.port}"
+                  alliance: str = "yunshangban", host: str = "127.0.0.1",
+                  address: Callable[[LocalGateway], str] | None = None) -> dict[str, Path]:
+    """One folder per city holding its `tongban.toml`; returns the path per member id.
+
+    By default the gateways listen and find each other on loopback (the demo, the
+    benchmarks); `host` and `address` (a gateway's base URL as the others reach it) put the
+    same configs on another network, e.g. compose's service names (gateway/deploy.py).
+    """
+    operator_url = address(operator) if address else f"http://127.0.0.1:{operator.port}"
     paths = {}
     for gateway in (operator, *members):
         folder = root / gateway.city.slug
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "tongban.toml"
         path.write_text(config_text(gateway, operator_url=operator_url,
-                                    alliance=alliance if gateway is operator else None),
+                                    alliance=alliance if gateway is operator else None,
+                                    host=host, public_url=address(gateway) if address else ""),
                         encoding="utf-8")
         paths[gateway.city.member_id] = path
     return paths

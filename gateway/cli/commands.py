@@ -264,14 +264,19 @@ def key_list(config: GatewayConfig, *, jwks: bool = False) -> None:
     for key in loaded:
         out(f"{key.kid}  {key.alg.value}")
 
-def compose(out_dir: Path) -> None:
-    from gateway.deploy import write_compose
+def compose(out_dir: Path, source: Path | None) -> None:
+    from gateway.deploy import source_tree, write_compose
 
-    written = write_compose(out_dir)
+    source = source or source_tree()
+    if source is None or not (source / "docker" / "Dockerfile").is_file():
+        raise ConfigError("--source: give the tongban source tree (the folder holding "
+                          "docker/Dockerfile) to build the image from")
+    context = os.path.relpath(source.resolve(), out_dir.resolve())
+    written = write_compose(out_dir, build_context=context)
     out(f"wrote {len(written)} files to {out_dir}: configs for "
         f"{', '.join(p.parent.name for p in written if p.name == 'tongban.toml')}, "
-        "setup.sh and compose.yaml; build the image with "
-        "`docker build -f docker/Dockerfile -t tongban .`, then `docker compose up` there")
+        f"setup.sh and compose.yaml, building the image from {context}; start it with "
+        "`docker compose up --build` there")
 
 
 def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, body: str,

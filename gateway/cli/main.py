@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("compose", help="write a docker compose set-up (operator + 3 members)")
     p.add_argument("--out", type=Path, required=True, help="an empty folder to write into")
+    p.add_argument("--source", type=Path, default=None,
+                   help="the tongban source tree to build the image from (default: the "
+                        "checkout tongban runs from)")
 
     p = verbs.add_parser("config", help="configuration helpers")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -211,7 +214,7 @@ def dispatch(args: argparse.Namespace) -> None:
         commands.send(_load(args.config), to=args.to, type_=args.type, case_id=args.case,
                       body=args.body, wait=args.wait)
     elif verb == "compose":
-        commands.compose(args.out)
+        commands.compose(args.out, args.source)
     elif verb == "config":
         commands.check_config(_load(args.config))
     elif verb == "alliance":
