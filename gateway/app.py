@@ -196,7 +196,8 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await dispatcher.close()
+        # Deliveries on the wire get as long to finish as in-flight requests got.
+        await dispatcher.close(grace=config.server.shutdown_timeout)
         await asyncio.gather(*pending, return_exceptions=True)
 
     app.cleanup_ctx.extend([database, http_client, trust_registry, messaging,

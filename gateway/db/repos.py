@@ -170,6 +170,8 @@ class OutboxEntry:
     last_error: str | None
     receipt: str | None
     receipt_status: str | None
+    # The process holding the claim while pending; once delivered, the one that delivered it.
+    claimed_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ class Delivery:
     dest: str = ""
     type: str = ""
     case_id: str | None = None
+    by: str = ""  # the delivering process (`DeliveryContext.owner`)
 
 
 class OutboxState:
@@ -206,7 +209,8 @@ _SET_TOKENS = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
 _MARK_DELIVERED = update(outbox).where(outbox.c.id == bindparam("row_id")).values(
     state=OutboxState.DELIVERED, receipt=bindparam("new_receipt"),
     receipt_status=bindparam("new_status"), delivered_at=bindparam("at"),
-    attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"), last_error=None)
+    attempts=outbox.c.attempts + 1, last_attempt_at=bindparam("at"), last_error=None,
+    claimed_by=bindparam("by"))
 
 
 class OutboxRepo:
@@ -216,14 +220,14 @@ class OutboxRepo:
     _cols = (outbox.c.id, outbox.c.jti, outbox.c.dest, outbox.c.type, outbox.c.case_id,
              outbox.c.seq, outbox.c.payload, outbox.c.state, outbox.c.token, outbox.c.token_exp,
              outbox.c.attempts, outbox.c.created_at, outbox.c.last_error, outbox.c.receipt,
-             outbox.c.receipt_status)
+             outbox.c.receipt_status, outbox.c.claimed_by)
 
     @staticmethod
     def _entry(row: Any) -> OutboxEntry:
         return OutboxEntry(row.id, row.jti, row.dest, row.type, row.case_id, row.seq,
                            json.loads(row.payload), row.state, row.token, row.token_exp,
                            row.attempts, row.created_at, row.last_error, row.receipt,
-                           row.receipt_status)
+                           row.receipt_status, row.claimed_by)
 
     async def enqueue(self, conn: AsyncConnection, *, dest: str, type_: str,
                       case_id: str | None, payload: dict[str, Any], now: float) -> OutboxEntry:
@@ -361,7 +365,7 @@ class OutboxRepo:
         await conn.execute(
             _MARK_DELIVERED,
             [{"row_id": r.row_id, "new_receipt": r.receipt, "new_status": r.status,
-              "at": r.at} for r in rows])
+              "at": r.at, "by": r.by or None} for r in rows])
         await AuditRepo.append(conn, [AuditRecord(
             at=r.at, direction="out", peer=r.dest, jti=r.jti, type=r.type, case_id=r.case_id,
             token=r.token, receipt=r.receipt) for r in rows if r.token])

@@ -167,6 +167,7 @@ class PeerQueue:
         # When the whole queue was last claimed again (`_refill` with `_rescan`): that renews
         # our claims, so it must come well within `claim_lease`, but not at every poll.
         self._rescanned_at = 0.0
+        self._stopping = False  # graceful stop: sends in flight go on, no new one starts
 
     def wake(self, *, rescan: bool = False) -> None:
         if rescan:
@@ -188,6 +189,12 @@ class PeerQueue:
         settings = self._ctx.settings
         every = max(settings.poll_interval, settings.claim_lease / 4)
         self.wake(rescan=self._ctx.clock() - self._rescanned_at >= every)
+
+    def stop_starting(self) -> list[asyncio.Task[tuple[SendOutcome, OutboxEntry]]]:
+        """Graceful stop: start no new send; returns the sends in flight, which go on."""
+        self._stopping = True
+        self._wake.set()
+        return list(self._in_flight)
 
     @property
     def backed_off(self) -> bool:
@@ -238,6 +245,9 @@ class PeerQueue:
     async def _step(self) -> None:
         ctx = self._ctx
         await self._settle_finished()
+        if self._stopping:  # only settle what is in flight (its outcome is stored already)
+            await self._idle(ctx.settings.poll_interval)
+            return
         waiting = self._retry_at - ctx.clock()
         if waiting > 0:
             await self._idle(min(waiting, ctx.settings.poll_interval))
@@ -409,7 +419,7 @@ class PeerQueue:
         await ctx.deliveries.add(Delivery(entry.id, receipt.token, receipt.status.value,
                                           at=delivered_at, token=token, jti=jti,
                                           dest=self.dest, type=entry.type,
-                                          case_id=entry.case_id))
+                                          case_id=entry.case_id, by=ctx.owner))
         return SendOutcome(True), entry
 
     async def _sign(self, entry: OutboxEntry, snapshot: RegistrySnapshot,
@@ -510,7 +520,25 @@ class Dispatcher:
             except TimeoutError:
                 notified = False
 
-    async def close(self) -> None:
+    @property
+    def owner(self) -> str:
+        """This process as it claims and delivers outbox rows (`claimed_by`)."""
+        return self._ctx.owner
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop delivering: no new send starts, and those already on the wire get up to
+        `grace` seconds to be answered and their receipts stored (cancelled, a send would be
+        resent after the next start and answered `duplicate`). Then the claims on every
+        undelivered message are released, so another process takes them over at once."""
+        flying = [t for queue in self._queues.values() for t in queue.stop_starting()]
+        if flying and grace > 0:
+            log.info("stopping delivery: waiting up to %.1f s for %d message(s) in flight",
+                     grace, len(flying))
+            _, unfinished = await asyncio.wait(flying, timeout=grace)
+            if unfinished:
+                log.warning("stopping delivery: %d message(s) still in flight after %.1f s are "
+                            "cancelled; they go out again after the next start",
+                            len(unfinished), grace)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
