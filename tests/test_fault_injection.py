@@ -35,6 +35,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,12 +104,20 @@ class Federation:
         self.configs = configs
         self.paths = paths
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pids: dict[str, set[int]] = {member: set() for member in configs}
 
     def start(self, member: str) -> None:
         log = self.root / f"{member}.log"
         with log.open("ab"):
             pass
         self.procs[member] = start_gateway(self.paths[member], log)
+        self.pids[member].add(self.procs[member].pid)
+
+    def delivered_by(self, owner: str | None) -> str | None:
+        """The member key (TAOYUAN_2 for the second process) of an outbox row's deliverer,
+        by the process id in `claimed_by` ("host:pid:nonce")."""
+        pid = int(owner.rsplit(":", 2)[1]) if owner else None
+        return next((m for m, pids in self.pids.items() if pid in pids), None)
 
     def kill(self, member: str) -> None:
         proc = self.procs[member]
@@ -470,6 +479,11 @@ async def test_kill_nine_loses_nothing_and_does_nothing_twice(
         # 11 messages a case: none lost, none queued twice (a repeated transition would be).
         for member, entries in sent.items():
             assert len(entries) == MESSAGES_PER_CASE[member] * total, (member, seed)
+        if TAOYUAN_2 in fed.configs:
+            # Both Taoyuan processes delivered part of its outbox.
+            by = Counter(fed.delivered_by(e.claimed_by) for e in sent[TAOYUAN.member_id])
+            assert by[TAOYUAN.member_id] > 0 and by[TAOYUAN_2] > 0, (by, seed)
+            assert set(by) == {TAOYUAN.member_id, TAOYUAN_2}, (by, seed)
         jtis = {e.jti for entries in sent.values() for e in entries}
         assert len(jtis) == sum(len(entries) for entries in sent.values()) >= 2000
         assert set(d["cases"]) == set(t["cases"])

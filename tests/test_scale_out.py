@@ -3,6 +3,7 @@ order per case, and a process that stops hands its messages back at once."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -66,6 +67,11 @@ async def test_two_processes_send_each_message_once_in_order(fed: Federation) ->
         assert len(delivered) == CASES * ROUNDS
         # A second send of the same message would have been receipted `duplicate`.
         assert {e.receipt_status for e in delivered} == {"accepted"}
+        # Both processes delivered part of the outbox (a delivered row names its sender).
+        assert doumen.app is not None
+        owners = (doumen.app[K.DISPATCHER].owner, other.app[K.DISPATCHER].owner)
+        by = Counter(e.claimed_by for e in delivered)
+        assert set(by) == set(owners) and all(by[o] > 0 for o in owners), by
         applied = taoyuan.counter.applied
         assert len(applied) == len(set(applied)) == CASES * ROUNDS
         for case_id in cases:
