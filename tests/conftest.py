@@ -27,12 +27,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="comma-separated database backends to run on (sqlite,postgresql)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): run only on these database backends (a feature of one "
+                   "backend, e.g. several processes on one PostgreSQL database)")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_backend" in metafunc.fixturenames:
         chosen = [b.strip() for b in metafunc.config.getoption("--db").split(",") if b.strip()]
         unknown = set(chosen) - set(BACKENDS)
         if unknown:
             raise pytest.UsageError(f"--db: unknown backend(s) {', '.join(sorted(unknown))}")
+        only = metafunc.definition.get_closest_marker("backends")
+        if only is not None:
+            chosen = [b for b in chosen if b in only.args]
         metafunc.parametrize("db_backend", chosen, scope="function")
 
 

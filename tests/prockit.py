@@ -31,7 +31,7 @@ from gateway.config import GatewayConfig
 from gateway.db.auth_repo import AuthRepo
 from gateway.db.case_repo import CaseRepo
 from gateway.db.engine import make_engine
-from gateway.db.repos import OutboxEntry, OutboxRepo
+from gateway.db.repos import InboxEntry, InboxRepo, OutboxEntry, OutboxRepo, RegistryRepo
 from gateway.keystore import KeyStore
 from gateway.localfed import (
     City,
@@ -43,6 +43,9 @@ from gateway.localfed import (
     wait_ready,
     write_configs,
 )
+from registry.snapshot import RegistrySnapshot
+from registry.versions import verify_version
+from trust.anchor import load_anchor
 from trust.credentials import hash_password
 from trust.keys import SigningKey
 
@@ -98,6 +101,23 @@ class ProcFederation:
             return await OutboxRepo(engine).list_entries(limit=100_000)
         finally:
             await engine.dispose()
+
+    async def inbox(self, member: str) -> list[InboxEntry]:
+        engine = make_engine(self.configs[member].database.url)
+        try:
+            return await InboxRepo().list_all(engine)
+        finally:
+            await engine.dispose()
+
+    async def snapshot(self, member: str) -> RegistrySnapshot:
+        """The registry `member` holds, verified against its anchor."""
+        engine = make_engine(self.configs[member].database.url)
+        try:
+            stored = await RegistryRepo(engine).latest()
+        finally:
+            await engine.dispose()
+        assert stored is not None
+        return verify_version(stored.jws, load_anchor(self.configs[member].trust.anchor))
 
     async def case(self, member: str, case_id: str) -> Case | None:
         engine = make_engine(self.configs[member].database.url)
