@@ -43,12 +43,13 @@ async def current(engine: AsyncEngine) -> str | None:
             lambda sync: MigrationContext.configure(sync).get_current_revision())
 
 
-async def upgrade(engine: AsyncEngine) -> tuple[str | None, str]:
-    """Bring the schema to the code's head; returns (before, after)."""
+async def upgrade(engine: AsyncEngine, to: str = "head") -> tuple[str | None, str]:
+    """Bring the schema to the code's head (or to revision `to`, e.g. to build the database
+    of an older version in a test); returns (before, after)."""
     before = await current(engine)
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(_config(sync), "head"))
-    return before, head()
+        await conn.run_sync(lambda sync: command.upgrade(_config(sync), to))
+    return before, head() if to == "head" else to
 
 
 async def require_current(engine: AsyncEngine) -> None:
