@@ -29,6 +29,8 @@ from prockit import (
 )
 
 from gateway.cases.states import CaseState
+from gateway.db.engine import create_schema, make_engine
+from gateway.db.repos import RegistryRepo
 from gateway.federation.receipts import verify_receipt
 from gateway.localfed import stop_processes
 from trust import jws
@@ -37,6 +39,27 @@ from trust.keys import sha256_b64url
 pytestmark = pytest.mark.backends("postgresql")
 
 ROUNDS = 3  # messages posted to both processes at once
+
+
+async def test_processes_storing_one_registry_version_at_once(db_factory: DbFactory) -> None:
+    """Two processes starting together on a fresh database both fetch and store the registry:
+    one stores it, the other finds it stored (it exited with a duplicate-key error)."""
+    engine = make_engine(await db_factory("registry"))
+    # Four processes' connections, open and idle, so the four stores run side by side.
+    engines = [make_engine(engine.url.render_as_string(hide_password=False)) for _ in range(4)]
+    try:
+        await create_schema(engine)
+        for other in engines:
+            async with other.connect():
+                pass
+        repos = [RegistryRepo(other) for other in engines]
+        await asyncio.gather(*(r.store_if_absent(version=1, jws="a.b.c", digest="d1", iat=0,
+                                                 exp=1, now=0.0) for r in repos))
+        assert [(v.version, v.jws) for v in await repos[0].all_versions()] == [(1, "a.b.c")]
+    finally:
+        for other in engines:
+            await other.dispose()
+        await engine.dispose()
 
 
 async def post(http: aiohttp.ClientSession, fed: ProcFederation, member: str,

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.audit_repo import AuditRecord, AuditRepo
@@ -97,13 +98,23 @@ class RegistryRepo:
 
     async def store_if_absent(self, *, version: int, jws: str, digest: str, iat: int, exp: int,
                               now: float) -> None:
-        async with self._engine.begin() as conn:
-            existing = (await conn.execute(
-                select(registry_versions.c.version).where(registry_versions.c.version == version)
-            )).first()
-            if existing is None:
-                await self.store(conn, version=version, jws=jws, digest=digest, iat=iat, exp=exp,
-                                 now=now)
+        try:
+            async with self._engine.begin() as conn:
+                existing = (await conn.execute(
+                    select(registry_versions.c.version)
+                    .where(registry_versions.c.version == version))).first()
+                if existing is None:
+                    await self.store(conn, version=version, jws=jws, digest=digest, iat=iat,
+                                     exp=exp, now=now)
+        except IntegrityError:
+            # Another process of this member (same database) stored it between our look and
+            # our insert, e.g. both fetching the registry as they start: fine if it is the same.
+            async with self._engine.connect() as conn:
+                held = (await conn.execute(
+                    select(registry_versions.c.digest)
+                    .where(registry_versions.c.version == version))).scalar_one_or_none()
+            if held != digest:
+                raise
 
 
 @dataclass(frozen=True)
