@@ -6,9 +6,10 @@ PostgreSQL databases get random names and are dropped afterwards, so runs never 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -71,6 +72,21 @@ async def db_factory(db_backend: str, tmp_path: Path) -> AsyncIterator[DbFactory
                 await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Tests that run the CLI in-process let it configure logging, which adds a handler bound
+    to that test's captured stderr; left on the root logger it would write to a closed stream
+    in a later test of the same worker. Put the root logger back as it was."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        # pytest's own capture handler of the teardown phase stays; it removes it itself
+        if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
