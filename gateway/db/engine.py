@@ -42,7 +42,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk (the WAL fsynced) before we answer, so a receipt we
+            # signed survives a power cut too, as it does on PostgreSQL. NORMAL would keep it
+            # only through a process crash; FULL costs one fsync per group commit (~0.25 ms on
+            # the development machine's disk), not per message.
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
