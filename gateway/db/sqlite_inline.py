@@ -161,7 +161,12 @@ class InlineConnection:
         return cursor
 
     async def commit(self) -> None:
-        self._require().commit()
+        # The commit is where SQLite writes the WAL to disk (synchronous=FULL: an fsync). It
+        # runs on a worker thread, which releases the GIL while it waits for the disk, so the
+        # loop goes on receiving, verifying and signing. Nobody else can use the connection
+        # meanwhile: the pool holds this one connection and the transaction keeps it checked
+        # out until the commit returns.
+        await asyncio.to_thread(self._require().commit)
 
     async def rollback(self) -> None:
         self._require().rollback()
