@@ -293,9 +293,11 @@ async def _add_worker(config: GatewayConfig, password: str) -> None:
         await engine.dispose()
 
 
-def _adapter_settings(city: City, local_urls: Mapping[str, str]
-                      ) -> dict[str, dict[str, Any]]:
-    """The `[adapter]` section of a member whose authority keeps its own case system."""
+def adapter_settings(city: City, local_urls: Mapping[str, str]
+                     ) -> dict[str, dict[str, Any]]:
+    """The `[adapter]` section of a member whose authority keeps its own case system, with
+    the system at `local_urls[member id]`: shared with `tongban compose` (gateway/deploy.py), so
+    the compose federation's members reach their case systems exactly as the demo's do."""
     if city.member_id not in LOCAL_SYSTEMS:
         return {}
     name = LOCAL_SYSTEMS[city.member_id][0]
@@ -308,17 +310,36 @@ def _adapter_settings(city: City, local_urls: Mapping[str, str]
     return {"adapter": section}
 
 
+def copy_mapping(city: City, folder: Path) -> Path:
+    """The region's mapping file, next to its config, where `adapter_settings` names it."""
+    target = folder / "local-system.toml"
+    shutil.copy(EXAMPLES / LOCAL_SYSTEMS[city.member_id][1], target)
+    return target
+
+
+def reference_args(city: City, *, port: int, db: str, gateway_url: str,
+                   host: str | None = None) -> list[str]:
+    """The arguments of `python -m adapters.reference` for the authority's own case system:
+    shared with `tongban compose`. Secrets are named by environment variable, never given, and
+    a REST system pushes to `gateway_url`'s webhook, signed."""
+    name, _mapping, title = LOCAL_SYSTEMS[city.member_id]
+    args = ["--port", str(port), "--db", db, "--title", title,
+            "--prefix", "TY" if city is TAOYUAN else "DM"]
+    if host is not None:
+        args += ["--host", host]
+    if name == "rest":
+        args += ["--api-key-env", ENV_API_KEY, "--webhook", gateway_url + "/adapters/v1/events",
+                 "--webhook-secret-env", ENV_WEBHOOK]
+    return args
+
+
 def _start_local(root: Path, city: City, port: int, taoyuan_url: str,
                  env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """The authority's own case system: a reference system process with its own database."""
-    name, _mapping, title = LOCAL_SYSTEMS[city.member_id]
-    args = ["adapters.reference", "--port", str(port), "--db",
-            str(root / city.slug / "local-system.sqlite"), "--title", title,
-            "--prefix", "TY" if city is TAOYUAN else "DM"]
-    if name == "rest":
-        args += ["--api-key-env", ENV_API_KEY, "--webhook", taoyuan_url + "/adapters/v1/events",
-                 "--webhook-secret-env", ENV_WEBHOOK]
-    return start_module(args, root / city.slug, root / f"{city.slug}-local.log", env=env)
+    args = reference_args(city, port=port, db=str(root / city.slug / "local-system.sqlite"),
+                          gateway_url=taoyuan_url)
+    return start_module(["adapters.reference", *args], root / city.slug,
+                        root / f"{city.slug}-local.log", env=env)
 
 
 def run_demo(directory: Path | None, base_port: int, *, keep: bool = False) -> None:
@@ -329,12 +350,11 @@ def run_demo(directory: Path | None, base_port: int, *, keep: bool = False) -> N
     ports = [base_port + i if base_port else free_port() for i in range(len(CITIES) + 2)]
     local_ports = {TAOYUAN.member_id: ports[3], DOUMEN.member_id: ports[4]}
     local_urls = {m: f"http://127.0.0.1:{p}" for m, p in local_ports.items()}
-    gateways = [LocalGateway(city, ports[i], settings=_adapter_settings(city, local_urls))
+    gateways = [LocalGateway(city, ports[i], settings=adapter_settings(city, local_urls))
                 for i, city in enumerate(CITIES)]
     paths = write_configs(root, gateways[0], gateways[1:])
-    for city in (DOUMEN, TAOYUAN):  # the region's mapping file, next to its config
-        shutil.copy(EXAMPLES / LOCAL_SYSTEMS[city.member_id][1],
-                    root / city.slug / "local-system.toml")
+    for city in (DOUMEN, TAOYUAN):
+        copy_mapping(city, root / city.slug)
     configs = load_all(paths)
     say(f"tongban demo in {root}")
     asyncio.run(found_alliance(configs[OPERATOR.member_id],

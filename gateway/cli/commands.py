@@ -275,8 +275,11 @@ def compose(out_dir: Path, source: Path | None) -> None:
     written = write_compose(out_dir, build_context=context)
     out(f"wrote {len(written)} files to {out_dir}: configs for "
         f"{', '.join(p.parent.name for p in written if p.name == 'tongban.toml')}, "
-        f"setup.sh and compose.yaml, building the image from {context}; start it with "
-        "`docker compose up --build` there")
+        "local case-system mappings for "
+        f"{', '.join(p.parent.name for p in written if p.name == 'local-system.toml')}, "
+        f"setup.sh, compose.yaml and .env.example, building the image from {context}; copy "
+        ".env.example to .env, set its secrets and start it with `docker compose up --build` "
+        "there")
 
 
 def send(config: GatewayConfig, *, to: str, type_: str, case_id: str | None, body: str,
