@@ -46,7 +46,12 @@ from gateway.federation.messages import (
 from gateway.federation.messages import CertHandler as PlainCertRequest
 from gateway.federation.messages import CertResponseHandler as PlainCertResponse
 from gateway.federation.messages import SsoLogoutHandler as PlainSsoLogout
-from gateway.federation.outbox import DeliveryContext, Dispatcher, endpoint_allowed
+from gateway.federation.outbox import (
+    DeliveryContext,
+    Dispatcher,
+    MessageSealer,
+    endpoint_allowed,
+)
 from gateway.federation.registry_updates import RegistryUpdatedHandler
 from gateway.http import adapters as adapters_http
 from gateway.http import admin, api, blobs, console, federation, ops, portal, registry, sso
@@ -111,7 +116,6 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
             raise
         app[K.ENGINE] = engine
         app[K.REGISTRY_REPO] = RegistryRepo(engine)
-        app[K.OUTBOX_REPO] = OutboxRepo(engine)
         committer = GroupCommitter(engine)
         app[K.COMMITTER] = committer
         yield
@@ -156,6 +160,10 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
 
     async def messaging(app: web.Application) -> AsyncIterator[None]:
         engine = app[K.ENGINE]
+        # Outgoing messages are signed in the transaction that queues them (MessageSealer).
+        sealer = MessageSealer(member_id=config.member_id, signer=app[K.SIGNER],
+                               holder=app[K.HOLDER], message_ttl=config.federation.message_ttl)
+        app[K.OUTBOX_REPO] = OutboxRepo(engine, seal=sealer.seal)
         ctx = DeliveryContext(
             member_id=config.member_id, repo=app[K.OUTBOX_REPO], committer=app[K.COMMITTER],
             destinations=DestinationRepo(engine), holder=app[K.HOLDER], signer=app[K.SIGNER],
@@ -164,7 +172,7 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
             development_mode=config.federation.development_mode,
             endpoint_overrides={k: v.endpoint for k, v in config.peers.items() if v.endpoint},
             clock=clock,
-            metrics=app[K.METRICS],
+            metrics=app[K.METRICS], sealer=sealer,
             uploader=BlobUploader(member_id=config.member_id, store=blob_store,
                                   signer=app[K.SIGNER], session=app[K.HTTP_CLIENT], clock=clock,
                                   request_timeout=config.delivery.request_timeout))

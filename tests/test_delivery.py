@@ -20,6 +20,7 @@ from fedkit import (
 
 from gateway import appkeys as K
 from gateway.db.repos import DestinationRepo, InboxEntry, OutboxRepo, OutboxState
+from trust import jws
 
 
 @pytest.fixture
@@ -108,6 +109,31 @@ async def test_sender_restarted_mid_flow_delivers_each_once(fed: Federation) -> 
     assert_in_order(entries, expected)
     assert len(taoyuan.counter.applied) == 60
     assert len(set(taoyuan.counter.applied)) == 60
+
+
+async def test_message_is_signed_as_it_is_queued_and_sent_as_stored(fed: Federation) -> None:
+    """The bytes are signed in the transaction that queues the message, so they are stored
+    before any attempt and the receiver gets exactly them (a resend after a crash would be
+    byte-identical)."""
+    doumen, taoyuan = fed[DOUMEN], fed[TAOYUAN]
+    await taoyuan.stop()
+    case_id = new_case(DOUMEN)
+    entry = await doumen.send(TAOYUAN, "case.submit", case_id=case_id, body={"n": 1})
+    assert entry.token is not None and entry.token_exp is not None
+    [stored] = await doumen.outbox(OutboxState.PENDING)
+    assert (stored.token, stored.token_exp, stored.jti) == (entry.token, entry.token_exp,
+                                                              entry.jti)
+    claims = jws.parse(entry.token, jws.TokenType.MESSAGE).claims
+    assert {k: claims[k] for k in ("iss", "aud", "jti", "type", "case", "seq", "body")} == {
+        "iss": DOUMEN, "aud": TAOYUAN, "jti": entry.jti, "type": "case.submit",
+        "case": case_id, "seq": 1, "body": {"n": 1}}
+    assert claims["iat"] == int(entry.created_at)
+    assert entry.token_exp == claims["exp"] and claims["exp"] - claims["iat"] <= 300
+    await taoyuan.start()
+    [delivered] = await doumen.wait_delivered(1)
+    assert (delivered.jti, delivered.token) == (entry.jti, entry.token)
+    [received] = await taoyuan.inbox()
+    assert (received.jti, received.token) == (entry.jti, entry.token)
 
 
 async def test_expired_signed_copy_is_resigned_and_delivered_once(fed: Federation) -> None:

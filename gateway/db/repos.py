@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -224,9 +224,19 @@ _MARK_DELIVERED = update(outbox).where(outbox.c.id == bindparam("row_id")).value
     claimed_by=bindparam("by"))
 
 
+class Seal(Protocol):
+    """Signs a message being queued: (token, its exp), or None to leave it for the sender."""
+
+    def __call__(self, *, dest: str, type_: str, payload: dict[str, Any], case_id: str | None,
+                 seq: int | None, jti: str, now: float) -> tuple[str, int] | None: ...
+
+
 class OutboxRepo:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, seal: Seal | None = None) -> None:
+        """`seal`: sign each message in the transaction that queues it, so its bytes are
+        stored with it and the first delivery attempt needs no write of its own."""
         self._engine = engine
+        self._seal = seal
 
     _cols = (outbox.c.id, outbox.c.jti, outbox.c.dest, outbox.c.type, outbox.c.case_id,
              outbox.c.seq, outbox.c.payload, outbox.c.state, outbox.c.token, outbox.c.token_exp,
@@ -248,14 +258,18 @@ class OutboxRepo:
             seq = int((await conn.execute(_NEXT_SEQ[conn.dialect.name],
                                           {"case_id": case_id, "dest": dest})).scalar_one())
         jti = str(uuid.uuid4())
+        sealed = (None if self._seal is None else
+                  self._seal(dest=dest, type_=type_, payload=payload, case_id=case_id, seq=seq,
+                             jti=jti, now=now))
+        token, token_exp = sealed if sealed is not None else (None, None)
         encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         result = await conn.execute(_INSERT_OUTBOX, {
             "jti": jti, "dest": dest, "type": type_, "case_id": case_id, "seq": seq,
             "payload": encoded, "state": OutboxState.PENDING, "attempts": 0,
-            "created_at": now})
+            "created_at": now, "token": token, "token_exp": token_exp})
         row_id = result.scalar_one()
         return OutboxEntry(row_id, jti, dest, type_, case_id, seq, payload,
-                           OutboxState.PENDING, None, None, 0, now, None, None, None)
+                           OutboxState.PENDING, token, token_exp, 0, now, None, None, None)
 
     async def get(self, row_id: int) -> OutboxEntry | None:
         async with self._engine.connect() as conn:

@@ -7,8 +7,9 @@ on a transient failure backs the whole destination off with exponential backoff 
 (tenacity's wait policy; the state lives in the `destinations` table, so it survives a restart).
 Messages still undelivered after `dead_after` park as dead letters.
 
-Signed bytes are stored before the first attempt and resent unchanged, so a receiver that stored
-a message but whose answer was lost replies `duplicate`. Only once those bytes expire (exp =
+A message is signed in the transaction that queues it (`MessageSealer`), so its bytes are stored
+before the first attempt and resent unchanged: a receiver that stored a message but whose answer
+was lost replies `duplicate`. Only once those bytes expire (exp =
 iat + 300 s) is the message signed again, under a new `jti`; the receiver recognises the resend
 by (`iss`, `case`, `seq`) and the content digest.
 """
@@ -63,6 +64,49 @@ async def enqueue(conn: AsyncConnection, repo: OutboxRepo, *, dest: str, type_: 
                               now=now)
 
 
+class MessageSealer:
+    """Builds and signs the JWS of an outgoing message: at enqueue (`seal`, handed to
+    `OutboxRepo`) and again at delivery when stored bytes are about to expire.
+
+    Signing as the message is queued stores its bytes in the same transaction as the change
+    that caused it, so a resend after a crash is byte-identical (answered `duplicate`) without
+    a write and a commit wait before the first attempt. The token's `iat` is then the time the
+    message was queued; a message that waits longer than `exp` allows (peer down) is signed
+    again before it is sent.
+    """
+
+    def __init__(self, *, member_id: str, signer: Signer, holder: RegistryHolder,
+                 message_ttl: int) -> None:
+        self._member_id = member_id
+        self._signer = signer
+        self._holder = holder
+        self._ttl = message_ttl
+
+    def sign(self, *, dest: str, type_: str, payload: Mapping[str, Any], case_id: str | None,
+             seq: int | None, jti: str, now: float,
+             snapshot: RegistrySnapshot | None) -> tuple[str, int]:
+        iat = int(now)
+        claims: dict[str, Any] = {
+            "iss": self._member_id, "aud": dest, "jti": jti, "iat": iat,
+            "exp": iat + self._ttl, "type": type_, **payload,
+        }
+        if case_id is not None:
+            claims["case"] = case_id
+            claims["seq"] = seq
+        token = jws.sign(claims, self._signer.current(snapshot), jws.TokenType.MESSAGE)
+        return token, iat + self._ttl
+
+    def seal(self, *, dest: str, type_: str, payload: dict[str, Any], case_id: str | None,
+             seq: int | None, jti: str, now: float) -> tuple[str, int] | None:
+        """Sign at enqueue; None (signed by the sender later) without a fresh registry, which
+        names the key to sign with."""
+        snapshot = self._holder.current
+        if snapshot is None or snapshot.is_expired(now):
+            return None
+        return self.sign(dest=dest, type_=type_, payload=payload, case_id=case_id, seq=seq,
+                         jti=jti, now=now, snapshot=snapshot)
+
+
 @dataclass(frozen=True)
 class SendOutcome:
     delivered: bool
@@ -111,7 +155,9 @@ class DeliveryContext:
                  settings: DeliverySection, message_ttl: int, development_mode: bool,
                  endpoint_overrides: dict[str, str], clock: Clock,
                  uploader: AttachmentUploader | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 sealer: MessageSealer | None = None) -> None:
+        """`sealer`: the one `repo` signs with at enqueue, if any (the same keys and ttl)."""
         self.member_id = member_id
         self.repo = repo
         self.committer = committer
@@ -120,6 +166,8 @@ class DeliveryContext:
         self.destinations = destinations
         self.holder = holder
         self.signer = signer
+        self.sealer = sealer or MessageSealer(member_id=member_id, signer=signer,
+                                              holder=holder, message_ttl=message_ttl)
         self.session = session
         self.settings = settings
         self.message_ttl = message_ttl
@@ -429,16 +477,9 @@ class PeerQueue:
         # Bytes that expired unanswered get a new message id: the same jti with other bytes
         # would be refused as a replay.
         jti = entry.jti if entry.token is None else str(uuid.uuid4())
-        iat = int(now)
-        claims: dict[str, Any] = {
-            "iss": ctx.member_id, "aud": self.dest, "jti": jti, "iat": iat,
-            "exp": iat + ctx.message_ttl, "type": entry.type, **entry.payload,
-        }
-        if entry.case_id is not None:
-            claims["case"] = entry.case_id
-            claims["seq"] = entry.seq
-        token = jws.sign(claims, ctx.signer.current(snapshot), jws.TokenType.MESSAGE)
-        exp = iat + ctx.message_ttl
+        token, exp = ctx.sealer.sign(dest=self.dest, type_=entry.type, payload=entry.payload,
+                                     case_id=entry.case_id, seq=entry.seq, jti=jti, now=now,
+                                     snapshot=snapshot)
         await ctx.signed_copies.add(SignedCopy(entry.id, jti, token, exp))
         return dataclasses.replace(entry, jti=jti, token=token, token_exp=exp)
 
