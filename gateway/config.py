@@ -20,6 +20,8 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from trust.errors import ConfigError
 
@@ -52,6 +54,26 @@ class DatabaseSection(_Section):
     url: str = "sqlite+aiosqlite:///tongban.db"
     # PostgreSQL connections this process may hold (as many again in bursts); SQLite uses one.
     pool_size: Annotated[int, Field(ge=1, le=100)] = 10
+    # The database password never sits in the TOML: it is read from one of these at load.
+    password_env: str = ""
+    password_file: Path | None = None
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env, "")
+            if not value:
+                raise ConfigError(f"database.password_env: environment variable "
+                                  f"{self.password_env} is not set or empty")
+            return value
+        if self.password_file is not None:
+            try:
+                value = self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"database.password_file: {exc.strerror}") from None
+            if not value:
+                raise ConfigError("database.password_file: the file is empty")
+            return value
+        return None
 
 
 class KeysSection(_Section):
@@ -274,7 +296,10 @@ def _resolve(config: GatewayConfig, base: Path) -> GatewayConfig:
         rest = url[len(prefix):]
         if rest and not rest.startswith(":memory:"):
             url = prefix + str(base / rest)
-    database = config.database.model_copy(update={"url": url})
+    password_file = (None if config.database.password_file is None
+                     else _absolute(config.database.password_file, base))
+    database = config.database.model_copy(update={"password_file": password_file})
+    database = database.model_copy(update={"url": _with_password(url, database)})
     clients = {cid: c.model_copy(update={"secret_file": None if c.secret_file is None
                                          else _absolute(c.secret_file, base)})
                for cid, c in config.api.clients.items()}
@@ -287,6 +312,25 @@ def _resolve(config: GatewayConfig, base: Path) -> GatewayConfig:
     return resolved
 
 
+def _with_password(url: str, database: DatabaseSection) -> str:
+    """The URL the engine connects with: the password from `password_env`/`password_file`
+    put in; one written into the config file itself is refused (secrets stay out of TOML)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("database.url: not a database URL") from None
+    if parsed.password is not None:
+        raise ConfigError("database.url: holds a password; put it in the environment variable "
+                          "named by database.password_env or the file named by "
+                          "database.password_file instead")
+    password = database.password()
+    if password is None:
+        return url
+    if parsed.drivername.startswith("sqlite"):
+        raise ConfigError("database.password_env/password_file: SQLite has no password")
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
 def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayConfig:
     try:
         config = GatewayConfig.model_validate(data)
@@ -297,7 +341,10 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> GatewayCon
         if err["type"] == "extra_forbidden":
             msg = "unknown option"
         raise ConfigError(f"{source}: {where}: {msg}") from None
-    return _resolve(config, base)
+    try:
+        return _resolve(config, base)
+    except ConfigError as exc:  # e.g. the database password: say which file
+        raise ConfigError(f"{source}: {exc.detail}") from None
 
 
 def load_config(path: Path) -> GatewayConfig:

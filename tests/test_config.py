@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from gateway.config import load_config, parse_config
 from trust.errors import ConfigError
@@ -77,3 +78,30 @@ def test_unsupported_database_driver_fails_at_start(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"database\.url"):
         make_engine("mysql+pymysql://root@localhost/x")
+
+
+def test_database_password_comes_from_environment_or_file_not_toml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pg = "postgresql+asyncpg://tongban@db.example:5432/doumen"
+    with pytest.raises(ConfigError, match=r"database\.url: holds a password") as info:
+        load_config(write(tmp_path, '[member]\nid = "CN-440403"\n[database]\n'
+                                    'url = "postgresql+asyncpg://tongban:hunter2@db/doumen"\n'))
+    assert "hunter2" not in info.value.detail and str(tmp_path) in info.value.detail
+    text = f'[member]\nid = "CN-440403"\n[database]\nurl = "{pg}"\npassword_env = "TB_TEST_DB"\n'
+    monkeypatch.delenv("TB_TEST_DB", raising=False)
+    with pytest.raises(ConfigError, match=r"database\.password_env: .*TB_TEST_DB"):
+        load_config(write(tmp_path, text))
+    monkeypatch.setenv("TB_TEST_DB", "p@ss:w/rd")  # characters a URL must escape
+    url = make_url(load_config(write(tmp_path, text)).database.url)
+    assert (url.username, url.password, url.host, url.database) == (
+        "tongban", "p@ss:w/rd", "db.example", "doumen")
+    (tmp_path / "db.secret").write_text("from-a-file\n", encoding="utf-8")
+    config = load_config(write(tmp_path, f'[member]\nid = "CN-440403"\n[database]\nurl = "{pg}"\n'
+                                         'password_file = "db.secret"\n'))
+    assert make_url(config.database.url).password == "from-a-file"
+    with pytest.raises(ConfigError, match=r"database\.password_file"):
+        load_config(write(tmp_path, f'[member]\nid = "CN-440403"\n[database]\nurl = "{pg}"\n'
+                                    'password_file = "missing.secret"\n'))
+    with pytest.raises(ConfigError, match="SQLite has no password"):
+        load_config(write(tmp_path, '[member]\nid = "CN-440403"\n[database]\n'
+                                    'password_file = "db.secret"\n'))
