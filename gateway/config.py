@@ -50,6 +50,28 @@ class ServerSection(_Section):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+def read_secret(option: str, *, env: str, path: Path | None, min_length: int = 1) -> str | None:
+    """A secret named by `<option>_env` (an environment variable) or `<option>_file` (a file,
+    surrounding white space stripped); None when neither is set. Errors name the option."""
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise ConfigError(f"{option}_env: environment variable {env} is not set or empty")
+        return value
+    if path is None:
+        return None
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{option}_file: {reason}") from None
+    if not value:
+        raise ConfigError(f"{option}_file: the file is empty")
+    if len(value) < min_length:
+        raise ConfigError(f"{option}_file: the secret must be at least {min_length} characters")
+    return value
+
+
 class DatabaseSection(_Section):
     url: str = "sqlite+aiosqlite:///tongban.db"
     # PostgreSQL connections this process may hold (as many again in bursts); SQLite uses one.
@@ -59,21 +81,8 @@ class DatabaseSection(_Section):
     password_file: Path | None = None
 
     def password(self) -> str | None:
-        if self.password_env:
-            value = os.environ.get(self.password_env, "")
-            if not value:
-                raise ConfigError(f"database.password_env: environment variable "
-                                  f"{self.password_env} is not set or empty")
-            return value
-        if self.password_file is not None:
-            try:
-                value = self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"database.password_file: {exc.strerror}") from None
-            if not value:
-                raise ConfigError("database.password_file: the file is empty")
-            return value
-        return None
+        return read_secret("database.password", env=self.password_env,
+                           path=self.password_file)
 
 
 class KeysSection(_Section):
@@ -124,23 +133,11 @@ class ApiClientSection(_Section):
     secret_file: Path | None = None
 
     def secret(self, client_id: str) -> str:
-        if self.secret_env:
-            value = os.environ.get(self.secret_env, "")
-            if not value:
-                raise ConfigError(f"api.clients.{client_id}.secret_env: environment variable "
-                                  f"{self.secret_env} is not set or empty")
-            return value
-        if self.secret_file is not None:
-            try:
-                value = self.secret_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"api.clients.{client_id}.secret_file: "
-                                  f"{exc.strerror}") from None
-            if len(value) < 16:
-                raise ConfigError(f"api.clients.{client_id}.secret_file: the secret must be "
-                                  "at least 16 characters")
-            return value
-        raise ConfigError(f"api.clients.{client_id}: set secret_env or secret_file")
+        value = read_secret(f"api.clients.{client_id}.secret", env=self.secret_env,
+                            path=self.secret_file, min_length=16)
+        if value is None:
+            raise ConfigError(f"api.clients.{client_id}: set secret_env or secret_file")
+        return value
 
 
 class ApiSection(_Section):
@@ -253,21 +250,9 @@ class GatewayConfig(_Section):
         return f"{self.server.endpoint()}/registry/v1"
 
     def key_passphrase(self) -> bytes | None:
-        if self.keys.passphrase_env:
-            value = os.environ.get(self.keys.passphrase_env)
-            if not value:
-                raise ConfigError(f"keys.passphrase_env: environment variable "
-                                  f"{self.keys.passphrase_env} is not set or empty")
-            return value.encode()
-        if self.keys.passphrase_file is not None:
-            try:
-                secret = self.keys.passphrase_file.read_bytes().strip()
-            except OSError as exc:
-                raise ConfigError(f"keys.passphrase_file: {exc.strerror}") from None
-            if not secret:
-                raise ConfigError("keys.passphrase_file: the file is empty")
-            return secret
-        return None
+        value = read_secret("keys.passphrase", env=self.keys.passphrase_env,
+                            path=self.keys.passphrase_file)
+        return None if value is None else value.encode()
 
 
 def check_serving(config: GatewayConfig) -> None:
