@@ -34,6 +34,7 @@ from gateway.db.repos import InboxEntry, InboxRepo, OutboxEntry, OutboxRepo, Out
 from gateway.federation.messages import HandlerRegistry, InboundMessage, default_handlers
 from gateway.federation.outbox import enqueue
 from gateway.keystore import KeyStore
+from gateway.localfed import free_port as localfed_free_port
 from registry.document import Item, Member, Role, Status
 from trust import jws
 from trust.keys import SigningKey
@@ -60,19 +61,19 @@ class OffsetClock:
 
 
 def free_port() -> int:
-    """A port nobody holds right now (another process may take it before we do: prefer
-    `reserve_port`, which keeps it bound until the server starts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody holds right now, below the kernel's ephemeral range and in this xdist
+    worker's slice (`gateway.localfed.free_port`), so neither an outgoing connection nor
+    another worker takes it before our server binds it; `reserve_port` also holds it."""
+    return localfed_free_port()
 
 
 def reserve_port() -> socket.socket:
-    """A bound socket on a free loopback port, held until a server listens on it, so that
-    parallel test runs cannot take the port between choosing it and starting the gateway."""
+    """A bound socket on a free loopback port, held until a server listens on it. The port
+    comes from `free_port`, so even a test that lets go of it before its server starts (a
+    server that needs a URL known only later) keeps it out of reach of outgoing connections."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", free_port()))
     return sock
 
 
