@@ -30,12 +30,23 @@ EXAMPLES = Path(__file__).parent.parent / "adapters" / "examples"
 API_KEY = "reference-api-key-for-tests"
 HOOK_SECRET = "reference-webhook-secret-0123456789"
 # The local codes the reference system's two faces must receive, written here from the codes the
-# mappings were designed for, not read from the mapping files under test: a wrong row in a
-# mapping's [codes.items] must fail the kit, not agree with itself.
-REST_ITEMS = {"KSTB-SB-0001": "XS-SB-1001", "KSTB-SB-0002": "XS-SB-1002",
-              "KSTB-HJ-0001": "XS-HJ-1001"}
-SOAP_ITEMS = {"KSTB-SB-0001": "CS-SB-2001", "KSTB-SB-0002": "CS-SB-2002",
-              "KSTB-JY-0001": "CS-JY-2001"}
+# mappings were designed for (the REST face's letters, the SOAP face's numbers), not read from
+# the mapping files under test: a wrong row in a mapping's code tables must fail the kit, not
+# agree with itself.
+REST_CODES = {
+    "items": {"KSTB-SB-0001": "XS-SB-1001", "KSTB-SB-0002": "XS-SB-1002",
+              "KSTB-HJ-0001": "XS-HJ-1001"},
+    "modes": {"online": "WB", "proxy": "DB", "joint": "LB"},
+    "applicant_kinds": {"person": "GR", "company": "FR"},
+    "delivery": {"post": "YJ", "online": "WL", "window": "CK"},
+}
+SOAP_CODES = {
+    "items": {"KSTB-SB-0001": "CS-SB-2001", "KSTB-SB-0002": "CS-SB-2002",
+              "KSTB-JY-0001": "CS-JY-2001"},
+    "modes": {"online": "1", "proxy": "2", "joint": "3"},
+    "applicant_kinds": {"person": "1", "company": "2"},
+    "delivery": {"post": "1", "online": "2", "window": "3"},
+}
 
 
 @pytest.fixture
@@ -61,8 +72,9 @@ def rest_adapter(url: str, http: aiohttp.ClientSession, *, cls: type[RestAdapter
                secrets={"api_key": API_KEY, "webhook_secret": HOOK_SECRET})
 
 
-def soap_adapter(url: str, http: aiohttp.ClientSession) -> SoapAdapter:
-    settings = {"mapping": "soap-reference.toml", "base_url": url}
+def soap_adapter(url: str, http: aiohttp.ClientSession, *,
+                 mapping: Path | None = None) -> SoapAdapter:
+    settings = {"mapping": str(mapping or EXAMPLES / "soap-reference.toml"), "base_url": url}
     SoapAdapter.check_config(settings, base=EXAMPLES)
     return SoapAdapter(settings, base=EXAMPLES, session=http, secrets={})
 
@@ -76,7 +88,7 @@ def driver(reference: ReferenceSystem, http: aiohttp.ClientSession, *,
 async def test_rest_adapter_passes_the_contract(reference: ReferenceSystem,
                                                 http: aiohttp.ClientSession) -> None:
     await run_contract(rest_adapter(reference.url, http), driver(reference, http),
-                       items=REST_ITEMS)
+                       **REST_CODES)
 
 
 @pytest.fixture
@@ -91,7 +103,7 @@ async def open_reference(tmp_path: Path) -> AsyncIterator[ReferenceSystem]:
 async def test_soap_adapter_passes_the_contract(
         open_reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
     await run_contract(soap_adapter(open_reference.url, http),
-                       ReferenceDriver(open_reference.url, http), items=SOAP_ITEMS)
+                       ReferenceDriver(open_reference.url, http), **SOAP_CODES)
 
 
 # --- the kit fails what breaks the contract ------------------------------------------------
@@ -119,7 +131,7 @@ async def test_the_kit_catches_an_adapter_that_swallows_errors(
         reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, cls=SwallowingAdapter),
-                           driver(reference, http), items=REST_ITEMS)
+                           driver(reference, http), **REST_CODES)
     failures = caught.value.failures
     assert any(f.startswith("outage: poll while down") for f in failures)
     assert any(f.startswith("malformed[xml_bomb]: poll") for f in failures)
@@ -130,7 +142,7 @@ async def test_the_kit_catches_a_non_idempotent_submit(
         reference: ReferenceSystem, http: aiohttp.ClientSession) -> None:
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, cls=ForgetfulAdapter),
-                           driver(reference, http), items=REST_ITEMS)
+                           driver(reference, http), **REST_CODES)
     assert any("not idempotent" in f for f in caught.value.failures)
 
 
@@ -146,7 +158,7 @@ async def test_the_kit_catches_a_wrongly_mapped_state(
     path.write_text(broken, encoding="utf-8")
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, mapping=path),
-                           driver(reference, http), items=REST_ITEMS)
+                           driver(reference, http), **REST_CODES)
     assert [f for f in caught.value.failures if f.startswith("round_trip[full]")], \
         caught.value.failures
     assert "resume" in "\n".join(caught.value.failures)
@@ -165,12 +177,105 @@ async def test_the_kit_catches_wrongly_mapped_item_codes(
     path.write_text(swapped, encoding="utf-8")
     with pytest.raises(ContractFailure) as caught:
         await run_contract(rest_adapter(reference.url, http, mapping=path),
-                           driver(reference, http), items=REST_ITEMS)
+                           driver(reference, http), **REST_CODES)
     failures = caught.value.failures
     assert any("item KSTB-SB-0001 arrived as 'XS-SB-1002', not as the local system's "
                "'XS-SB-1001'" in f for f in failures), failures
     assert any("item KSTB-SB-0002 arrived as 'XS-SB-1001'" in f for f in failures), failures
     assert all("arrived as" in f for f in failures), failures  # nothing else is wrong
+
+
+@pytest.mark.parametrize(("face", "rows", "swapped", "expected"), [
+    ("rest", 'online = "WB"\nproxy = "DB"', 'online = "DB"\nproxy = "WB"',
+     ["mode online arrived as 'DB', not as the local system's 'WB'",
+      "mode proxy arrived as 'WB', not as the local system's 'DB'"]),
+    ("rest", 'person = "GR"\ncompany = "FR"', 'person = "FR"\ncompany = "GR"',
+     ["applicant kind person arrived as 'FR', not as the local system's 'GR'",
+      "applicant kind company arrived as 'GR', not as the local system's 'FR'"]),
+    ("soap", 'post = "1"\nonline = "2"\nwindow = "3"', 'post = "3"\nonline = "2"\nwindow = "1"',
+     ["delivery post arrived as '3', not as the local system's '1'",
+      "delivery window arrived as '1', not as the local system's '3'"]),
+], ids=["modes", "applicant_kinds", "delivery"])
+async def test_the_kit_catches_swapped_codes(
+        face: str, rows: str, swapped: str, expected: list[str], reference: ReferenceSystem,
+        open_reference: ReferenceSystem, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Two rows of a code table swapped: still one-to-one and known to the local system, so the
+    mapping loads and every case is taken (the SOAP face even turns the wrong numbers into its
+    own letters); only comparing what arrived with the local codes shows the mix-up."""
+    text = (EXAMPLES / f"{face}-reference.toml").read_text(encoding="utf-8")
+    assert text.count(rows) == 1
+    path = tmp_path / f"swapped-{face}.toml"
+    path.write_text(text.replace(rows, swapped), encoding="utf-8")
+    adapter: RegionAdapter
+    if face == "rest":
+        adapter, local, codes = (rest_adapter(reference.url, http, mapping=path),
+                                 driver(reference, http), REST_CODES)
+    else:
+        adapter, local, codes = (soap_adapter(open_reference.url, http, mapping=path),
+                                 ReferenceDriver(open_reference.url, http), SOAP_CODES)
+    with pytest.raises(ContractFailure) as caught:
+        await run_contract(adapter, local, **codes)
+    failures = caught.value.failures
+    for message in expected:
+        assert any(message in f for f in failures), failures
+    assert any(f.startswith("codes: ") for f in failures), failures  # the table-wide check
+    assert all("arrived as" in f for f in failures), failures  # nothing else is wrong
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"modes": {}}, "at least one mode"),
+    ({"applicant_kinds": {"person": "GR"}}, "both applicant kinds"),
+    ({"delivery": {"post": "YJ"}}, "at least two delivery methods"),
+    ({"modes": {"onlien": "WB"}}, "unknown mode onlien"),
+])
+async def test_the_kit_refuses_tables_that_leave_codes_unchecked(
+        change: dict[str, dict[str, str]], message: str, http: aiohttp.ClientSession) -> None:
+    """A table without both applicant kinds or with one delivery method would let a swapped row
+    pass unseen, so the kit refuses it before touching the local system."""
+    with pytest.raises(ValueError, match=message):
+        await run_contract(rest_adapter("http://127.0.0.1:9", http),
+                           ReferenceDriver("http://127.0.0.1:9", http),
+                           **{**REST_CODES, **change})
+
+
+def test_the_reference_system_keeps_the_codes_each_face_received(tmp_path: Path) -> None:
+    """The SOAP face turns its numbers into the system's letters; the case keeps the numbers too
+    (what the kit compares for a SOAP mapping), and a database from before they were kept
+    reports the system's own codes."""
+    import sqlite3
+
+    from adapters.reference.store import NewCase, Store
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.executescript(SCHEMA_BEFORE_RECEIVED_CODES)
+        db.execute("INSERT INTO banjian VALUES (1, 'BJ00000001', 'TB-OLD', 'XS-SB-1001', 'DB',"
+                   " '{\"lx\": \"FR\", \"xm\": \"x\"}', '{}', '[]', '{\"fs\": \"CK\"}',"
+                   " 'm', NULL, 'DSL', 0, 0)")
+    store = Store(old)
+    try:
+        [case] = store.by_external("TB-OLD")
+        assert case.jsdm == {"bllx": "DB", "sqr.lx": "FR", "sdfs.fs": "CK"}
+        soap, _ = store.create(NewCase(
+            wbbh="TB-SOAP", sxbm="CS-SB-2001", bllx="WB", sqr={"lx": "GR", "xm": "张三"},
+            bd={}, cl=[], sdfs={"fs": "YJ"}, sjd="m", sjsj=None,
+            jsdm={"bllx": "1", "sqr.lx": "1", "sdfs.fs": "1"}))
+        assert (soap.bllx, soap.jsdm["bllx"]) == ("WB", "1")
+        rest, _ = store.create(NewCase(
+            wbbh="TB-REST", sxbm="XS-SB-1001", bllx="LB", sqr={"lx": "FR", "xm": "某公司"},
+            bd={}, cl=[], sdfs={"fs": "WL"}, sjd="m", sjsj=None))
+        assert rest.jsdm == {"bllx": "LB", "sqr.lx": "FR", "sdfs.fs": "WL"}
+    finally:
+        store.close()
+
+
+SCHEMA_BEFORE_RECEIVED_CODES = """
+CREATE TABLE banjian (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, bjbh TEXT NOT NULL UNIQUE, wbbh TEXT NOT NULL UNIQUE,
+    sxbm TEXT NOT NULL, bllx TEXT NOT NULL, sqr TEXT NOT NULL, bd TEXT NOT NULL,
+    cl TEXT NOT NULL, sdfs TEXT NOT NULL, sjd TEXT NOT NULL, sjsj REAL, zt TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+"""
 
 
 # --- hostile and broken answers, one by one ------------------------------------------------
@@ -349,3 +454,26 @@ def test_the_command_line_checks_the_item_codes_it_is_given(
         main(["soap", mapping, "--item", "KSTB-SB-0001"])
     assert exited.value.code == 2
     assert "expected OURS=LOCAL" in capsys.readouterr().err
+
+
+def test_the_command_line_checks_the_other_codes_it_is_given(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--mode, --applicant-kind and --delivery each replace one of the mapping's tables, as
+    --item does, so a table that disagrees with the local system's codes fails; one that would
+    leave codes unchecked is refused."""
+    from adapters.testing.__main__ import main
+
+    mapping = str(EXAMPLES / "soap-reference.toml")
+    assert main(["soap", mapping, "--mode", "online=2", "--mode", "proxy=1",
+                 "--delivery", "post=1", "--delivery", "online=3"]) == 1
+    err = capsys.readouterr().err
+    assert "mode online arrived as '1', not as the local system's '2'" in err, err
+    assert "mode proxy arrived as '2', not as the local system's '1'" in err, err
+    assert "delivery online arrived as '2', not as the local system's '3'" in err, err
+    assert "delivery post arrived as" not in err, err
+    assert main(["soap", mapping, "--applicant-kind", "person=1"]) == 1
+    assert "both applicant kinds" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["soap", mapping, "--delivery", "post"])
+    assert exited.value.code == 2
+    assert "--delivery 'post': expected OURS=LOCAL, e.g. post=YJ" in capsys.readouterr().err

@@ -110,9 +110,12 @@ def _query(message: str, *, ok: bool) -> str:
 
 # --- admin (tests and demos only) ------------------------------------------------------------
 def case_json(case: Case) -> dict[str, Any]:
+    """A case for scripts and the contract kit: its codes as the system keeps them and, in
+    `jsdm`, the coded fields as its face received them (the SOAP face's numbers), so a check
+    of a mapping's code tables compares with what that mapping sent."""
     return {"bjbh": case.bjbh, "wbbh": case.wbbh, "sxbm": case.sxbm, "bllx": case.bllx,
             "zt": case.zt, "cl": [m.to_json() for m in case.cl], "sdfs": case.sdfs,
-            "sqr_lx": case.sqr.get("lx")}
+            "sqr_lx": case.sqr.get("lx"), "jsdm": case.jsdm}
 
 
 async def admin_faults(request: web.Request) -> web.Response:

@@ -90,19 +90,22 @@ async def _shoujian(request: web.Request, args: Mapping[str, Any]) -> dict[str, 
     except ValueError:
         raise Invalid("BiaoDan 须为 JSON 文本") from None
     received = str(_one(args, "ShouJianShiJian"))
+    mode, kind = str(_one(args, "BanLiLeiXing")), str(_one(applicant, "LeiXing"))
+    method = str(_one(delivery, "FangShi"))
     new = NewCase(
         wbbh=str(_one(args, "WaiBuBianHao")), sxbm=str(_one(args, "ShiXiangBianMa")),
-        bllx=_back(SOAP_MODES, _one(args, "BanLiLeiXing"), "BanLiLeiXing"),
-        sqr={"lx": _back(SOAP_KINDS, _one(applicant, "LeiXing"), "LeiXing"),
+        bllx=_back(SOAP_MODES, mode, "BanLiLeiXing"),
+        sqr={"lx": _back(SOAP_KINDS, kind, "LeiXing"),
              "xm": str(_one(applicant, "XingMing")),
              "zjhm": str(_one(applicant, "ZhengJianHaoMa")),
              "tyshxydm": str(_one(applicant, "XinYongDaiMa")),
              "lxdh": str(_one(applicant, "LianXiDianHua"))},
         bd=form if isinstance(form, dict) else {}, cl=_materials(args.get("CaiLiao")),
-        sdfs={"fs": _back(SOAP_DELIVERY, _one(delivery, "FangShi"), "FangShi"),
+        sdfs={"fs": _back(SOAP_DELIVERY, method, "FangShi"),
               "dz": str(_one(delivery, "DiZhi"))},
         sjd=str(_one(args, "ShouJianDi")),
-        sjsj=float(received) if received.replace(".", "", 1).isdigit() else None)
+        sjsj=float(received) if received.replace(".", "", 1).isdigit() else None,
+        jsdm={"bllx": mode, "sqr.lx": kind, "sdfs.fs": method})  # as sent, for the admin view
     case, _created = await write(request, request.app[STORE].create, new)
     return distort_reply(request.app, {"BanJianBianHao": case.bjbh,
                                        "ZhuangTai": SOAP_STATES[case.zt]}, "BanJianBianHao")

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS banjian (
     sjsj REAL,
     zt TEXT NOT NULL,
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    jsdm TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS shijian (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,6 +97,15 @@ class NewCase:
     sdfs: Mapping[str, str]  # 送达方式: fs 方式, dz 地址
     sjd: str  # 收件地
     sjsj: float | None  # 收件时间
+    # 接收代码: the coded fields (bllx, sqr.lx, sdfs.fs) exactly as the face received them,
+    # when its codes are not the system's own (the SOAP face's numbers); None: they are.
+    jsdm: Mapping[str, str] | None = None
+
+    def received_codes(self) -> dict[str, str]:
+        if self.jsdm is not None:
+            return dict(self.jsdm)
+        return {"bllx": self.bllx, "sqr.lx": self.sqr.get("lx", ""),
+                "sdfs.fs": self.sdfs.get("fs", "")}
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,9 @@ class Case:
     zt: str
     created: float
     updated: float
+    # The coded fields as the face received them: what a mapping sent, before the SOAP face's
+    # numbers became the system's letters, so a mapping's code tables can be checked per face.
+    jsdm: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,10 @@ class Store:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(SCHEMA)
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(banjian)")}
+            if "jsdm" not in columns:  # a database from before the received codes were kept
+                self._conn.execute("ALTER TABLE banjian ADD COLUMN jsdm TEXT NOT NULL "
+                                   "DEFAULT '{}'")
 
     def close(self) -> None:
         with self._lock:
@@ -191,10 +208,10 @@ class Store:
                 return _case(row), False
             cur = db.execute(
                 "INSERT INTO banjian (bjbh, wbbh, sxbm, bllx, sqr, bd, cl, sdfs, sjd, sjsj, zt,"
-                " created, updated) VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, 'DSL', ?, ?)",
+                " created, updated, jsdm) VALUES ('', ?, ?, ?, ?, ?, ?, ?, ?, ?, 'DSL', ?, ?, ?)",
                 (new.wbbh, new.sxbm, new.bllx, _dump(dict(new.sqr)), _dump(dict(new.bd)),
                  _dump([m.to_json() for m in new.cl]), _dump(dict(new.sdfs)), new.sjd,
-                 new.sjsj, now, now))
+                 new.sjsj, now, now, _dump(new.received_codes())))
             bjbh = f"{self._prefix}{cur.lastrowid:08d}"
             db.execute("UPDATE banjian SET bjbh = ? WHERE id = ?", (bjbh, cur.lastrowid))
             self._log(db, bjbh, new.wbbh, "", "DSL", {}, now)
@@ -342,11 +359,15 @@ def _dump(value: Any) -> str:
 
 
 def _case(row: sqlite3.Row) -> Case:
+    sqr, sdfs = json.loads(row["sqr"]), json.loads(row["sdfs"])
+    # A case from before the received codes were kept: its own codes are the best account.
+    jsdm = json.loads(row["jsdm"]) or {"bllx": row["bllx"], "sqr.lx": sqr.get("lx", ""),
+                                       "sdfs.fs": sdfs.get("fs", "")}
     return Case(bjbh=row["bjbh"], wbbh=row["wbbh"], sxbm=row["sxbm"], bllx=row["bllx"],
-                sqr=json.loads(row["sqr"]), bd=json.loads(row["bd"]),
+                sqr=sqr, bd=json.loads(row["bd"]),
                 cl=[Material(**m) for m in json.loads(row["cl"])],
-                sdfs=json.loads(row["sdfs"]), sjd=row["sjd"], sjsj=row["sjsj"], zt=row["zt"],
-                created=row["created"], updated=row["updated"])
+                sdfs=sdfs, sjd=row["sjd"], sjsj=row["sjsj"], zt=row["zt"],
+                created=row["created"], updated=row["updated"], jsdm=jsdm)
 
 
 def _event(row: sqlite3.Row) -> Event:

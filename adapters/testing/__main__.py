@@ -1,12 +1,16 @@
-"""`python -m adapters.testing ADAPTER MAPPING [--item OURS=LOCAL ...]`: run the contract kit
-against a fresh reference local case system, for an adapter installed in the `tongban.adapters`
-group and a mapping of the reference system (a starting point for a region's own mapping, or a
-check after editing one).
+"""`python -m adapters.testing ADAPTER MAPPING [--item OURS=LOCAL ...] [--mode OURS=LOCAL ...]
+[--applicant-kind OURS=LOCAL ...] [--delivery OURS=LOCAL ...]`: run the contract kit against a
+fresh reference local case system, for an adapter installed in the `tongban.adapters` group and
+a mapping of the reference system (a starting point for a region's own mapping, or a check after
+editing one).
 
-The reference system has no item catalog of its own (it takes any well-formed local code), so
-without `--item` the codes the kit expects to arrive are the mapping's own `[codes.items]`: that
-checks the adapter applies the table, not that the table is right. `--item` gives the local
-codes from elsewhere (the authority's catalog), which checks the table too.
+The reference system has no item catalog of its own (it takes any well-formed local code), and
+its two faces speak different codes for modes, applicant kinds and delivery methods, so without
+the options the codes the kit expects to arrive are the mapping's own `[codes.items]`,
+`[codes.modes]`, `[codes.applicant_kinds]` and `[codes.delivery]`: that checks the adapter
+applies the tables, not that the tables are right. Each option gives one table from elsewhere
+(the authority's catalog, the face's documentation) in place of the mapping's, which checks
+that table too.
 
 A region whose local system is not the reference one runs `run_contract` from its own tests with
 a `LocalDriver` for that system (docs/adapters.md).
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import aiohttp
 
 from adapters.base import ConfigProblem, RegionAdapter
 from adapters.mapping import load
-from adapters.testing.contract import ContractFailure, run_contract
+from adapters.testing.contract import ContractFailure, LocalCodes, run_contract
 from adapters.testing.reference import ReferenceDriver, ReferenceSystem
 
 API_KEY = "contract-kit-api-key"
@@ -42,7 +47,15 @@ def adapter_class(name: str) -> type[RegionAdapter]:
     raise SystemExit(f"error: no adapter {name!r} in the tongban.adapters entry-point group")
 
 
-async def check(name: str, mapping: Path, items: dict[str, str] | None = None) -> list[str]:
+# Option, the mapping's code table it stands in for, an example.
+TABLES = {"item": ("items", "KSTB-SB-0001=XS-SB-1001"), "mode": ("modes", "online=WB"),
+          "applicant_kind": ("applicant_kinds", "person=GR"), "delivery": ("delivery", "post=YJ")}
+
+
+async def check(name: str, mapping: Path,
+                given: Mapping[str, dict[str, str]] | None = None) -> list[str]:
+    """The failed checks (none: passed). `given`: a table per option name in TABLES, in place
+    of the mapping's own."""
     cls = adapter_class(name)
     settings = {"mapping": str(mapping)}
     try:
@@ -50,9 +63,16 @@ async def check(name: str, mapping: Path, items: dict[str, str] | None = None) -
         region = load(settings, mapping.parent)
     except ConfigProblem as exc:
         return [str(exc)]
-    items = items or dict(region.codes.get("items", {}))
-    if not items:
-        return ["the mapping has no [codes.items] table: give the local item codes with --item"]
+    tables: dict[str, dict[str, str]] = {}
+    for option, (table, _example) in TABLES.items():
+        tables[table] = dict((given or {}).get(option) or region.codes.get(table, {}))
+        if not tables[table]:
+            flag = "--" + option.replace("_", "-")
+            return [f"the mapping has no [codes.{table}] table: give the local codes with {flag}"]
+    try:
+        LocalCodes(**tables)  # refused before a reference system is started for nothing
+    except ValueError as exc:
+        return [str(exc)]
     auth = region.service.auth_secret
     pushes = region.webhook is not None
     with tempfile.TemporaryDirectory(prefix="tongban-contract-") as folder:
@@ -66,7 +86,7 @@ async def check(name: str, mapping: Path, items: dict[str, str] | None = None) -
                 driver = ReferenceDriver(system.url, http, api_key=API_KEY if auth else None,
                                          webhook_secret=WEBHOOK_SECRET if pushes else None)
                 try:
-                    await run_contract(adapter, driver, items=items)
+                    await run_contract(adapter, driver, **tables)
                 except ContractFailure as failure:
                     return failure.failures
         finally:
@@ -80,17 +100,25 @@ def main(argv: list[str] | None = None) -> int:
                                                  "reference local case system.")
     parser.add_argument("adapter", help="entry-point name, e.g. rest or soap")
     parser.add_argument("mapping", type=Path, help="a mapping file of the reference system")
-    parser.add_argument("--item", action="append", default=[], metavar="OURS=LOCAL",
-                        help="an alliance item code and the local code it must arrive as "
-                             "(repeatable; default: the mapping's [codes.items])")
+    for option, what in (("item", "an alliance item code"),
+                         ("mode", "a mode (online, proxy, joint)"),
+                         ("applicant_kind", "an applicant kind (person, company; give both)"),
+                         ("delivery", "a delivery method (post, online, window; two or more)")):
+        table, _example = TABLES[option]
+        parser.add_argument("--" + option.replace("_", "-"), dest=option, action="append",
+                            default=[], metavar="OURS=LOCAL",
+                            help=f"{what} and the local code it must arrive as (repeatable; "
+                                 f"replaces the mapping's [codes.{table}], the default)")
     args = parser.parse_args(argv)
-    items: dict[str, str] = {}
-    for pair in args.item:
-        ours, sep, local = pair.partition("=")
-        if not sep or not ours or not local:
-            parser.error(f"--item {pair!r}: expected OURS=LOCAL, e.g. KSTB-SB-0001=XS-SB-1001")
-        items[ours] = local
-    failures = asyncio.run(check(args.adapter, args.mapping.resolve(), items))
+    given: dict[str, dict[str, str]] = {}
+    for option, (_table, example) in TABLES.items():
+        for pair in getattr(args, option):
+            ours, sep, local = pair.partition("=")
+            if not sep or not ours or not local:
+                parser.error(f"--{option.replace('_', '-')} {pair!r}: expected OURS=LOCAL, "
+                             f"e.g. {example}")
+            given.setdefault(option, {})[ours] = local
+    failures = asyncio.run(check(args.adapter, args.mapping.resolve(), given))
     if failures:
         print(f"contract FAILED for {args.adapter} with {args.mapping}:", file=sys.stderr)
         for failure in failures:

@@ -6,9 +6,12 @@ contract, so the same checks run for REST, SOAP or any adapter shipped as its ow
 
 - every case state round-trips: each handling action an officer takes locally comes back from
   `poll` as exactly that action with exactly that body, and `submit` is idempotent;
-- a submitted case arrives under the local system's own item code: `items`, given by whoever
-  knows the local catalog, says which local code each of ours must become, so a code table in
-  the mapping that points an item at the wrong local one fails instead of agreeing with itself;
+- a submitted case arrives in the local system's own codes: its item code (`items`), its mode
+  (`modes`), its applicant's kind (`applicant_kinds`) and its delivery method (`delivery`).
+  Those tables, given by whoever knows the local system, say which local code each of ours must
+  become, so a code table in the mapping that points one of ours at the wrong local code fails
+  instead of agreeing with itself. Every row of every table is submitted, on top of the cases
+  the other checks make (which take the rows in turn too);
 - a local outage is reported as transient (so the gateway retries) and loses nothing: a case
   whose answer was lost is created once, not twice;
 - duplicate deliveries are harmless: the same local event always carries the same event id,
@@ -39,6 +42,12 @@ from adapters.base import (
 
 MALFORMED = ("garbage", "oversized", "xml_bomb", "external_entity", "missing_field",
              "unknown_state")
+# The alliance's vocabulary for the coded fields the kit checks (registry Mode,
+# gateway/cases/applications.py), repeated here because an adapter package never imports the
+# gateway: a table key outside it is a typo the kit names instead of a confusing failure.
+MODES = ("online", "proxy", "joint")
+APPLICANT_KINDS = ("person", "company")
+DELIVERY_METHODS = ("post", "online", "window")
 
 
 class ContractFailure(AssertionError):
@@ -52,7 +61,11 @@ class LocalView:
     """What the local system holds for one of our cases, in our terms."""
 
     ref: str
-    item_code: str  # as the local system holds it (its own code, not ours)
+    # The coded fields as the local system holds them (its own codes, not ours).
+    item_code: str
+    mode: str
+    applicant_kind: str
+    delivery_method: str
     material_codes: tuple[str, ...]
     withdrawn: bool
 
@@ -99,22 +112,74 @@ SCRIPTS: dict[str, list[Step]] = {
 assert {a for s in SCRIPTS.values() for a, _ in s} >= set(ACTIONS)
 
 
-def sample_case(case_id: str, item_code: str) -> LocalCase:
+def sample_case(case_id: str, item_code: str, *, mode: str = "online",
+                applicant_kind: str = "person", delivery_method: str = "post") -> LocalCase:
+    """A case as the gateway would hand it over: a company applicant has a credit code and no
+    identity number, and only a posted delivery has an address, so each kind and method arrives
+    in the shape the local system will really see."""
+    applicant: dict[str, Any] = (
+        {"kind": "company", "name": "长沙某某科技有限公司", "credit_code": "91110000600037341L"}
+        if applicant_kind == "company" else
+        {"kind": applicant_kind, "name": "张三", "id_number": "430725199003071234"})
+    applicant["phone"] = "13800138000"
+    address = "湖南省长沙市岳麓区某路 1 号" if delivery_method == "post" else None
     return LocalCase(
-        case_id=case_id, item_code=item_code, mode="online", receiver="member-receiver",
-        applicant={"kind": "person", "name": "张三", "id_number": "430725199003071234",
-                   "phone": "13800138000"},
-        form={"reason": "工作调动"},
+        case_id=case_id, item_code=item_code, mode=mode, receiver="member-receiver",
+        applicant=applicant, form={"reason": "工作调动"},
         materials=[{"code": "M01", "name": "身份证明"}, {"code": "M02", "name": "申请表"}],
-        delivery={"method": "post", "address": "湖南省长沙市岳麓区某路 1 号"},
+        delivery={"method": delivery_method, "address": address},
         received_at=1_700_000_000.0)
+
+
+@dataclass(frozen=True)
+class LocalCodes:
+    """Ours -> the local system's, for each coded field the kit checks on arrival."""
+
+    items: Mapping[str, str]
+    modes: Mapping[str, str]
+    applicant_kinds: Mapping[str, str]
+    delivery: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        """Refuse tables that would leave a code untested: a swapped row is only caught if
+        both of its codes are submitted."""
+        if not self.items:
+            raise ValueError("run_contract needs at least one item code and its local code")
+        if not self.modes:
+            raise ValueError("run_contract needs at least one mode and its local code")
+        if set(self.applicant_kinds) != set(APPLICANT_KINDS):
+            raise ValueError("run_contract needs the local code of both applicant kinds "
+                             f"({', '.join(APPLICANT_KINDS)}), got {sorted(self.applicant_kinds)}")
+        if len(self.delivery) < 2:
+            raise ValueError("run_contract needs at least two delivery methods and their local "
+                             f"codes, got {sorted(self.delivery)}")
+        for what, table, known in (("mode", self.modes, MODES),
+                                   ("delivery method", self.delivery, DELIVERY_METHODS)):
+            if unknown := sorted(set(table) - set(known)):
+                raise ValueError(f"unknown {what} {', '.join(unknown)}: the alliance's are "
+                                 f"{', '.join(known)}")
+
+    def rows(self) -> int:
+        """How many cases take every row of every table at least once."""
+        return max(len(self.items), len(self.modes), len(self.applicant_kinds),
+                   len(self.delivery))
+
+    def case(self, case_id: str, n: int) -> LocalCase:
+        """The `n`th case: each table's rows taken in turn, so consecutive cases check other
+        rows and any `rows()` consecutive ones check them all."""
+        def pick(table: Mapping[str, str]) -> str:
+            keys = sorted(table)
+            return keys[n % len(keys)]
+        return sample_case(case_id, pick(self.items), mode=pick(self.modes),
+                           applicant_kind=pick(self.applicant_kinds),
+                           delivery_method=pick(self.delivery))
 
 
 @dataclass
 class Kit:
     adapter: RegionAdapter
     driver: LocalDriver
-    items: Mapping[str, str]  # our item code -> the local system's
+    codes: LocalCodes
     failures: list[str] = field(default_factory=list)
     cursor: str | None = None
     submitted: int = 0
@@ -154,31 +219,33 @@ class Kit:
         return events
 
     def new_case(self) -> LocalCase:
-        """A fresh case, the items taken in turn so that each case checks another table row."""
-        codes = sorted(self.items)
-        code = codes[self.submitted % len(codes)]
+        """A fresh case, the code tables' rows taken in turn so that each case checks others."""
+        case = self.codes.case(f"TB-CONTRACT-{uuid.uuid4().hex[:12]}", self.submitted)
         self.submitted += 1
-        return sample_case(f"TB-CONTRACT-{uuid.uuid4().hex[:12]}", code)
+        return case
 
 
 async def run_contract(adapter: RegionAdapter, driver: LocalDriver, *,
-                       items: Mapping[str, str]) -> None:
+                       items: Mapping[str, str], modes: Mapping[str, str],
+                       applicant_kinds: Mapping[str, str], delivery: Mapping[str, str]) -> None:
     """Run every check; raise `ContractFailure` naming each one that failed.
 
-    `items`: the alliance item codes the kit submits, each with the code the local system must
-    receive for it. Write it from the local system's own catalog, not from the mapping under
-    test: copied from the mapping, a wrong row would agree with itself.
+    Each table maps our codes to the ones the local system must receive for them: `items` the
+    alliance item codes the kit submits, `modes` every mode those items take there (online,
+    proxy, joint), `applicant_kinds` both kinds (person, company), `delivery` at least two
+    delivery methods (post, online, window). Write them from the local system's own catalog and
+    code lists, not from the mapping under test: copied from the mapping, a wrong row would
+    agree with itself.
     """
-    if not items:
-        raise ValueError("run_contract needs at least one item code and its local code")
-    kit = Kit(adapter, driver, dict(items))
+    codes = LocalCodes(dict(items), dict(modes), dict(applicant_kinds), dict(delivery))
+    kit = Kit(adapter, driver, codes)
     await driver.fail(None)
     try:
         kit.cursor = (await adapter.poll(None))[1]
         await kit.drain()  # start after whatever the system already had
     except AdapterError as exc:
         raise ContractFailure([f"setup: polling a healthy system failed: {exc}"]) from None
-    for check in (_round_trip, _withdraw, _outage, _duplicates, _malformed):
+    for check in (_round_trip, _codes, _withdraw, _outage, _duplicates, _malformed):
         try:
             await check(kit)
         except AdapterError as exc:
@@ -199,10 +266,16 @@ async def _submit_once(kit: Kit, check: str, case: LocalCase) -> str | None:
         kit.fail(check, f"expected one local case {ref!r} for {case.case_id}, found "
                         f"{[v.ref for v in views]}")
         return None
-    expected = kit.items[case.item_code]
-    if views[0].item_code != expected:
-        kit.fail(check, f"item {case.item_code} arrived as {views[0].item_code!r}, not as the "
-                        f"local system's {expected!r}")
+    view = views[0]
+    for what, table, ours, got in (
+            ("item", kit.codes.items, case.item_code, view.item_code),
+            ("mode", kit.codes.modes, case.mode, view.mode),
+            ("applicant kind", kit.codes.applicant_kinds, case.applicant["kind"],
+             view.applicant_kind),
+            ("delivery", kit.codes.delivery, case.delivery["method"], view.delivery_method)):
+        if got != table[ours]:
+            kit.fail(check, f"{what} {ours} arrived as {got!r}, not as the local system's "
+                            f"{table[ours]!r}")
     codes = {m["code"] for m in case.materials}
     if not codes <= set(views[0].material_codes):
         kit.fail(check, f"materials {sorted(codes)} did not arrive (local: "
@@ -242,6 +315,14 @@ async def _one_lifecycle(kit: Kit, check: str, script: list[Step]) -> None:
         if got != [(action, body)]:
             kit.fail(check, f"after the officer's {action} {body}, poll gave {got}")
             return
+
+
+async def _codes(kit: Kit) -> None:
+    """Every row of every code table, whether or not the lifecycles happened to reach it: with
+    26 items and three lifecycles, most items would otherwise never be submitted."""
+    for n in range(kit.codes.rows()):
+        case = kit.codes.case(f"TB-CONTRACT-{uuid.uuid4().hex[:12]}", n)
+        await _submit_once(kit, "codes", case)
 
 
 async def _withdraw(kit: Kit) -> None:

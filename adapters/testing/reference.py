@@ -85,7 +85,11 @@ class ReferenceDriver(LocalDriver):
 
     async def inspect(self, case_id: str) -> list[LocalView]:
         doc = await self._json("GET", f"/admin/cases?wbbh={case_id}")
-        return [LocalView(ref=c["bjbh"], item_code=c["sxbm"],
+        # The coded fields as the case's face received them: the SOAP face turns its numbers
+        # into the system's letters, and a SOAP mapping is checked against the numbers it sent.
+        return [LocalView(ref=c["bjbh"], item_code=c["sxbm"], mode=c["jsdm"]["bllx"],
+                          applicant_kind=c["jsdm"]["sqr.lx"],
+                          delivery_method=c["jsdm"]["sdfs.fs"],
                           material_codes=tuple(m["bm"] for m in c["cl"]),
                           withdrawn=c["zt"] == "YCH") for c in doc["cases"]]
 
