@@ -67,12 +67,27 @@ class ProcFederation:
         self.configs = dict(configs)
         self.paths = dict(paths)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pids: dict[str, set[int]] = {member: set() for member in configs}
 
     def log(self, member: str) -> Path:
         return self.root / f"{member}.log"
 
     def start(self, member: str) -> None:
         self.procs[member] = start_gateway(self.paths[member], self.log(member))
+        self.pids[member].add(self.procs[member].pid)
+
+    def delivered_by(self, owner: str | None) -> str | None:
+        """The member key (TAOYUAN_2 for the second process) of an outbox row's deliverer,
+        by the process id in `claimed_by` ("host:pid:nonce"), across restarts."""
+        pid = int(owner.rsplit(":", 2)[1]) if owner else None
+        return next((m for m, pids in self.pids.items() if pid in pids), None)
+
+    def kill(self, member: str) -> None:
+        """SIGKILL: a crash, with nothing flushed or released."""
+        proc = self.procs[member]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
 
     def terminate(self, member: str) -> None:
         """SIGTERM: the graceful stop an operator's service manager sends."""

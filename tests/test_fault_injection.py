@@ -29,10 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import random
-import signal
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -48,41 +45,25 @@ from casekit import (
     PORTAL_ID,
     PORTAL_SECRET,
     applicant,
-    every_item,
     materials,
 )
 from fedkit import DbFactory, wait_for
+from prockit import DOUMEN, KUNMING, TAOYUAN, TAOYUAN_2, ProcFederation, start_federation
 from sqlalchemy import select
 
 from gateway.cases.states import CaseState
 from gateway.config import GatewayConfig
-from gateway.db.auth_repo import AuthRepo
 from gateway.db.case_repo import CaseRepo
 from gateway.db.engine import make_engine
 from gateway.db.repos import OutboxRepo, OutboxState, RegistryRepo
 from gateway.db.schema import cases
 from gateway.federation.receipts import verify_receipt
-from gateway.localfed import (
-    City,
-    LocalGateway,
-    found_alliance,
-    free_port,
-    load_all,
-    start_gateway,
-    stop_processes,
-    wait_ready,
-    write_configs,
-)
+from gateway.localfed import stop_processes, wait_ready
 from registry.versions import verify_version
 from trust.anchor import load_anchor
-from trust.credentials import hash_password
 from trust.keys import sha256_b64url
 
-KUNMING = City("CN-530100", "昆明市", "kunming")
-DOUMEN = City("CN-440403", "珠海市斗门区", "doumen")
-TAOYUAN = City("CN-430725", "常德市桃源县", "taoyuan")
 CASES = 200
-TAOYUAN_2 = TAOYUAN.member_id + "#2"  # on PostgreSQL: Taoyuan's second process
 KILLS_EACH = 3  # SIGKILLs of Doumen and of Taoyuan, in a random order at random moments
 IN_FLIGHT = 40  # cases the portal and the officer work on at once
 PACE = 0.2  # how a client paces its polls and retries (more often would starve the gateways)
@@ -97,83 +78,18 @@ LIFE = ("submitted", "handler_received", "supplement_required", "submitted", "ha
 MESSAGES_PER_CASE = {DOUMEN.member_id: 3, TAOYUAN.member_id: 8}
 
 
-class Federation:
-    def __init__(self, root: Path, configs: Mapping[str, GatewayConfig],
-                 paths: Mapping[str, Path]) -> None:
-        self.root = root
-        self.configs = configs
-        self.paths = paths
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.pids: dict[str, set[int]] = {member: set() for member in configs}
-
-    def start(self, member: str) -> None:
-        log = self.root / f"{member}.log"
-        with log.open("ab"):
-            pass
-        self.procs[member] = start_gateway(self.paths[member], log)
-        self.pids[member].add(self.procs[member].pid)
-
-    def delivered_by(self, owner: str | None) -> str | None:
-        """The member key (TAOYUAN_2 for the second process) of an outbox row's deliverer,
-        by the process id in `claimed_by` ("host:pid:nonce")."""
-        pid = int(owner.rsplit(":", 2)[1]) if owner else None
-        return next((m for m, pids in self.pids.items() if pid in pids), None)
-
-    def kill(self, member: str) -> None:
-        proc = self.procs[member]
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def url(self, member: str) -> str:
-        return self.configs[member].server.endpoint()
-
-
-async def setup(root: Path, db_factory: DbFactory, *, second_process: bool) -> Federation:
-    secret = root / "portal.secret"
-    secret.write_text(PORTAL_SECRET, encoding="utf-8")
+async def setup(root: Path, db_factory: DbFactory, *,
+                second_process: bool) -> ProcFederation:
     # A short claim lease: a killed process's messages are taken over within seconds.
-    settings = {f"api.clients.{PORTAL_ID}": {"secret_file": str(secret)},
-                "delivery": {"poll_interval": 0.2, "initial_backoff": 0.1, "max_backoff": 1,
-                             "claim_lease": 2},
-                "cases": {"scan_interval": 3600}}
-    gateways = [LocalGateway(city, free_port(), await db_factory(city.slug), settings=settings)
-                for city in (KUNMING, DOUMEN, TAOYUAN)]
-    paths = write_configs(root, gateways[0], gateways[1:])
-    configs = load_all(paths)
-    items = {c.member_id: list(every_item(c.member_id)) for c in (DOUMEN, TAOYUAN)}
-    await found_alliance(configs[KUNMING.member_id],
-                         [configs[DOUMEN.member_id], configs[TAOYUAN.member_id]],
-                         operator_name=KUNMING.name, items=items)
-    engine = make_engine(configs[TAOYUAN.member_id].database.url)
-    try:
-        # A cheaper scrypt cost than production, as in casekit; the login path is the real one.
-        assert await AuthRepo(engine).add_clerk(
-            username="officer", name="handler clerk", role="handler",
-            password_hash=hash_password(PASSWORD, n=2**14), now=time.time())
-    finally:
-        await engine.dispose()
-    if second_process:
-        # The same member, config, keys and database on another port. The registry names the
-        # first one's endpoint, so Doumen's messages reach that one; both deliver Taoyuan's
-        # outbox and serve the officer's API, so both apply transitions to the same cases.
-        first = paths[TAOYUAN.member_id]
-        second = first.with_name("tongban-2.toml")
-        port = configs[TAOYUAN.member_id].server.port
-        second.write_text(first.read_text(encoding="utf-8").replace(
-            f"port = {port}\n", f"port = {free_port()}\n"), encoding="utf-8")
-        paths = {**paths, TAOYUAN_2: second}
-        configs = {**configs, TAOYUAN_2: load_all({TAOYUAN_2: second})[TAOYUAN_2]}
-        assert configs[TAOYUAN_2].server.port != port
-    fed = Federation(root, configs, paths)
-    for member in configs:
-        fed.start(member)
-    return fed
+    quick = {"delivery": {"claim_lease": 2}}
+    return await start_federation(root, db_factory,
+                                  settings={c.member_id: quick for c in (KUNMING, DOUMEN, TAOYUAN)},
+                                  taoyuan_processes=2 if second_process else 1)
 
 
-async def ready(fed: Federation, http: aiohttp.ClientSession, member: str) -> None:
+async def ready(fed: ProcFederation, http: aiohttp.ClientSession, member: str) -> None:
     await wait_ready(http, fed.url(member), time.monotonic() + 60, fed.procs[member],
-                     fed.root / f"{member}.log")
+                     fed.log(member))
 
 
 async def until(attempt: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -237,7 +153,7 @@ WATCHED = {member: sorted({s.state for s in STEPS if s.member == member})
 class Clients:
     """Doumen's portal and Taoyuan's officer, each retrying like a real client."""
 
-    def __init__(self, fed: Federation, http: aiohttp.ClientSession, rng: random.Random
+    def __init__(self, fed: ProcFederation, http: aiohttp.ClientSession, rng: random.Random
                  ) -> None:
         self.fed = fed
         self.http = http
@@ -377,7 +293,7 @@ class Clients:
             self.advance()
 
 
-async def chaos(fed: Federation, http: aiohttp.ClientSession, rng: random.Random,
+async def chaos(fed: ProcFederation, http: aiohttp.ClientSession, rng: random.Random,
                 clients: Clients, done: asyncio.Event) -> list[tuple[str, float, bool]]:
     """Kills Doumen and Taoyuan KILLS_EACH times each, in a random order, at random points of
     the run (by the share of case steps done, so the kills spread over the run however fast
