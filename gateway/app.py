@@ -166,13 +166,12 @@ def create_app(config: GatewayConfig, *, clock: Clock = system_clock,
         app[K.OUTBOX_REPO] = OutboxRepo(engine, seal=sealer.seal)
         ctx = DeliveryContext(
             member_id=config.member_id, repo=app[K.OUTBOX_REPO], committer=app[K.COMMITTER],
-            destinations=DestinationRepo(engine), holder=app[K.HOLDER], signer=app[K.SIGNER],
+            destinations=DestinationRepo(engine), holder=app[K.HOLDER], sealer=sealer,
             session=app[K.HTTP_CLIENT], settings=config.delivery,
-            message_ttl=config.federation.message_ttl,
             development_mode=config.federation.development_mode,
             endpoint_overrides={k: v.endpoint for k, v in config.peers.items() if v.endpoint},
             clock=clock,
-            metrics=app[K.METRICS], sealer=sealer,
+            metrics=app[K.METRICS],
             uploader=BlobUploader(member_id=config.member_id, store=blob_store,
                                   signer=app[K.SIGNER], session=app[K.HTTP_CLIENT], clock=clock,
                                   request_timeout=config.delivery.request_timeout))

@@ -156,7 +156,7 @@ def _compose(cities: tuple[City, ...], build_context: str) -> dict[str, Any]:
         name = local_service(city)
         args = reference_args(city, port=LOCAL_PORT, db=f"{LOCAL_HOME}/local-system.sqlite",
                               gateway_url=address(_gateway(city)), host="0.0.0.0")  # noqa: S104
-        variables = [args[j + 1] for j, a in enumerate(args) if a.endswith("-env")]
+        variables = _secret_variables((city,))  # the ones its gateway's adapter shares
         services[name] = {
             "image": IMAGE, "build": build, "user": f"{UID}:{UID}",
             "entrypoint": ["python", "-m", "adapters.reference"], "command": args,
@@ -174,13 +174,12 @@ def _compose(cities: tuple[City, ...], build_context: str) -> dict[str, Any]:
         depends: dict[str, Any] = {"setup": {"condition": "service_completed_successfully"}}
         if city in with_system:  # its adapter starts calling its case system at once
             depends[local_service(city)] = {"condition": "service_healthy"}
-        adapter = _gateway(city).settings.get("adapter", {})
         service: dict[str, Any] = {
             "image": IMAGE, "build": build, "user": f"{UID}:{UID}",
             "command": ["serve", "-c", f"{CONFIG}/{city.slug}/tongban.toml"],
         }
-        if adapter.get("secrets"):
-            service["environment"] = {v: _from_env(v) for v in adapter["secrets"].values()}
+        if variables := _secret_variables((city,)):
+            service["environment"] = {v: _from_env(v) for v in variables}
         services[city.slug] = {
             **service,
             "volumes": [f"config:{CONFIG}"],

@@ -151,13 +151,12 @@ class DeliveryContext:
 
     def __init__(self, *, member_id: str, repo: OutboxRepo, committer: GroupCommitter,
                  destinations: DestinationRepo,
-                 holder: RegistryHolder, signer: Signer, session: aiohttp.ClientSession,
-                 settings: DeliverySection, message_ttl: int, development_mode: bool,
-                 endpoint_overrides: dict[str, str], clock: Clock,
+                 holder: RegistryHolder, sealer: MessageSealer,
+                 session: aiohttp.ClientSession, settings: DeliverySection,
+                 development_mode: bool, endpoint_overrides: dict[str, str], clock: Clock,
                  uploader: AttachmentUploader | None = None,
-                 metrics: Metrics | None = None,
-                 sealer: MessageSealer | None = None) -> None:
-        """`sealer`: the one `repo` signs with at enqueue, if any (the same keys and ttl)."""
+                 metrics: Metrics | None = None) -> None:
+        """`sealer`: the one `repo` signs with at enqueue; it signs again bytes that expired."""
         self.member_id = member_id
         self.repo = repo
         self.committer = committer
@@ -165,12 +164,9 @@ class DeliveryContext:
         self.deliveries = WriteCoalescer(committer, repo.mark_delivered)
         self.destinations = destinations
         self.holder = holder
-        self.signer = signer
-        self.sealer = sealer or MessageSealer(member_id=member_id, signer=signer,
-                                              holder=holder, message_ttl=message_ttl)
+        self.sealer = sealer
         self.session = session
         self.settings = settings
-        self.message_ttl = message_ttl
         self.development_mode = development_mode
         self.endpoint_overrides = endpoint_overrides
         self.clock = clock
